@@ -1,0 +1,18 @@
+"""The road graph: a ``networkx.MultiDiGraph`` of directed segments (see ``docs/roadnet-contract.md``)."""
+
+from roadnet.demo import grid_city
+from roadnet.graph import RoadnetError, detectors_of, segment, segments, validate_graph
+from roadnet.routing import fastest_path
+from roadnet.trafficnet import dump_trafficnet, load_trafficnet
+
+__all__ = [
+    "RoadnetError",
+    "detectors_of",
+    "dump_trafficnet",
+    "fastest_path",
+    "grid_city",
+    "load_trafficnet",
+    "segment",
+    "segments",
+    "validate_graph",
+]

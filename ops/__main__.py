@@ -1,0 +1,5 @@
+"""``python -m ops`` = the ``citybrain`` command."""
+
+from ops.cli import main
+
+main()

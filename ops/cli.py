@@ -1,0 +1,298 @@
+"""The ``citybrain`` command (also ``python -m ops``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ops.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="citybrain",
+    help="Real-time traffic stream processor: devices → MQTT/Kafka → live segment state.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_state: dict[str, Any] = {"config": None}
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (also CITYBRAIN_CONFIG)", exists=True, dir_okay=False),
+]
+
+
+@app.callback()
+def _main(config: ConfigOpt = None) -> None:
+    _state["config"] = config
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(_state["config"], **overrides)
+    except Exception as exc:  # pydantic ValidationError, missing file: say which setting and stop
+        typer.echo(f"citybrain: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _logging(settings: Settings) -> None:
+    from ops.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings as JSON, secrets masked."""
+    typer.echo(json.dumps(_settings().masked(), indent=2))
+
+
+@app.command()
+def worker() -> None:
+    """Run a stream worker (Faust) against the configured Kafka cluster. SIGTERM drains and stops."""
+    import faust
+
+    from ops.logs import logging_dict_config
+    from ops.runtime import load_network
+    from streams.app import build_app
+
+    s = _settings()
+    if not s.kafka.brokers:
+        typer.echo(
+            "citybrain worker needs kafka.brokers (CITYBRAIN_KAFKA__BROKERS); `citybrain demo` starts one",
+            err=True,
+        )
+        raise typer.Exit(2)
+    (s.data_dir / s.app_id).mkdir(parents=True, exist_ok=True)
+    pipe = build_app(s, load_network(s.network))
+    w = faust.Worker(
+        pipe.app,
+        loglevel=s.log_level,
+        logging_config=logging_dict_config(s.log_level, s.log_format),
+        redirect_stdouts=False,
+    )
+    w.execute_from_commandline()
+
+
+@app.command()
+def bridge() -> None:
+    """Run the MQTT → Kafka bridge. SIGTERM stops intake, flushes Kafka and acks what was produced."""
+    from ops.bridge_main import run_bridge
+
+    s = _settings()
+    _logging(s)
+    asyncio.run(run_bridge(s))
+
+
+@app.command()
+def brokers() -> None:
+    """Start the embedded brokers (Tansu Kafka + amqtt MQTT) and print their addresses until Ctrl-C."""
+    from ops.runtime import Stack
+
+    s = _settings()
+    with Stack(s, Path(".cache/citybrain/logs")) as stack:
+        eff = stack.start_brokers()
+        typer.echo(f"Kafka: {eff.kafka.brokers}\nMQTT:  {eff.mqtt.host}:{eff.mqtt.port}\nCtrl-C stops them.")
+        _wait_for_signal()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+@app.command()
+def demo(
+    network: Annotated[Path | None, typer.Option(help="traffic-net/1.0 JSON; default: a generated 4x4 city")] = None,
+    speed: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 10.0,
+    web_port: Annotated[int, typer.Option(help="worker web port")] = 6066,
+) -> None:
+    """Start brokers, worker, bridge and a simulated city publishing over MQTT; Ctrl-C stops everything."""
+    from ops.runtime import Stack, load_network
+    from sensors_sim.publish import MqttPublisher
+    from sensors_sim.run import simulate
+
+    s = _settings(network=network) if network else _settings()
+    log_dir = Path(".cache/citybrain/logs")
+    t0 = time.monotonic()
+    graph = load_network(s.network)
+    with Stack(s, log_dir) as stack:
+        eff = stack.start_brokers()
+        w = stack.start_worker(web_port=web_port)
+        b = stack.start_bridge()
+        stack.wait_healthy(w)
+        stack.wait_healthy(b)
+        eff = stack.settings
+        stop = threading.Event()
+        pub = MqttPublisher(
+            eff.mqtt.host,
+            eff.mqtt.port,
+            eff.city,
+            topic_root=eff.mqtt.topic_root,
+            client_id="citybrain-demo-sim",
+        )
+        # simulated time starts yesterday 06:30 UTC so accelerated time stays in the past (future stamps are clock skew)
+        start = (datetime.now(UTC) - timedelta(days=1)).replace(hour=6, minute=30, second=0, microsecond=0)
+        sim = threading.Thread(
+            target=simulate,
+            args=(graph, pub),
+            kwargs={"start": start, "duration_s": None, "speed": speed, "stop": stop},
+            daemon=True,
+        )
+        sim.start()
+        url = f"http://127.0.0.1:{w.web_port}"  # type: ignore[attr-defined]
+        typer.echo(
+            f"\ncitybrain demo is up in {time.monotonic() - t0:.1f} s — {graph.number_of_edges()} segments, "
+            f"{len(graph.graph['detectors'])} detectors, simulated at {speed:g}x from {start:%Y-%m-%d %H:%M} UTC\n"
+            f"  live segment states : {url}/api/segments   (first windows close after ~{90 / speed + 2:.0f} s)\n"
+            f"  worker metrics      : {url}/metrics   health: {url}/health\n"
+            f"  bridge metrics      : http://127.0.0.1:{b.web_port}/metrics\n"  # type: ignore[attr-defined]
+            f"  Kafka {eff.kafka.brokers}   MQTT {eff.mqtt.host}:{eff.mqtt.port}   logs: {log_dir}/\n"
+            f"  tail the stream     : CITYBRAIN_KAFKA__BROKERS={eff.kafka.brokers} .venv/bin/citybrain tail\n"
+            "Ctrl-C stops everything.",
+        )
+        try:
+            _wait_for_signal()
+        finally:
+            typer.echo("stopping…")
+            stop.set()
+            sim.join(10)
+            pub.close()
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Option(help="which topic: segment_state or dead_letter")] = "segment_state",
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest record")] = False,
+    limit: Annotated[int, typer.Option(help="stop after N records (0 = never)")] = 0,
+) -> None:
+    """Print records of an output topic as JSON lines."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.topics import bootstrap_of, kafka_client_kwargs
+
+    s = _settings()
+    if not s.kafka.brokers:
+        typer.echo("set CITYBRAIN_KAFKA__BROKERS (the demo prints it)", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            s.topics.name(topic),
+            bootstrap_servers=bootstrap_of(s.kafka.brokers),
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=False,
+            **kafka_client_kwargs(s),
+        )
+        await consumer.start()
+        n = 0
+        try:
+            async for msg in consumer:
+                sys.stdout.write((msg.value or b"").decode() + "\n")
+                sys.stdout.flush()
+                n += 1
+                if limit and n >= limit:
+                    break
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+
+
+@app.command()
+def replay(
+    network: Annotated[Path, typer.Option(help="traffic-net/1.0 JSON of the events' network", exists=True)],
+    events: Annotated[Path, typer.Option(help="device events, JSON lines (device schema v1)", exists=True)],
+    states_out: Annotated[Path, typer.Option(help="write every segment-state here as JSON lines")],
+    via: Annotated[str, typer.Option(help="mqtt (as devices would) or kafka (devices producing to Kafka)")] = "mqtt",
+    timeout_s: Annotated[float, typer.Option(help="give up when nothing progresses for this long")] = 120.0,
+    keep_logs: Annotated[Path | None, typer.Option(help="folder for the worker/bridge/broker logs")] = None,
+) -> None:
+    """Push an events file through the real pipeline (brokers, bridge, worker) and write every segment-state.
+
+    Exits non-zero if any event is unaccounted for (accounted = readings in emitted windows + dead letters).
+    """
+    from ops.replay import run_replay
+
+    if via not in ("mqtt", "kafka"):
+        typer.echo("--via must be mqtt or kafka", err=True)
+        raise typer.Exit(2)
+    s = _settings(network=network)
+    result = run_replay(s, events, states_out, via=via, timeout_s=timeout_s, log_dir=keep_logs)
+    typer.echo(json.dumps(result, indent=2))
+    if result["unaccounted"] != 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def simulate(
+    network: Annotated[Path | None, typer.Option(help="traffic-net/1.0 JSON; default: the generated demo city")] = None,
+    publish: Annotated[str, typer.Option(help="mqtt, kafka or file")] = "file",
+    out: Annotated[Path, typer.Option(help="with --publish file: the JSONL path")] = Path("events.jsonl"),
+    speed: Annotated[float, typer.Option(help="simulated s per wall s; 0 = as fast as possible")] = 0.0,
+    duration_s: Annotated[float, typer.Option(help="simulated seconds")] = 3600.0,
+    start: Annotated[str, typer.Option(help="simulated start, ISO UTC")] = "2025-01-06T07:00:00Z",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Simulate the network's loop detectors and cameras and publish their events like real devices."""
+    from ops.runtime import load_network
+    from sensors_sim.publish import JsonlPublisher, KafkaPublisher, MqttPublisher
+    from sensors_sim.run import simulate as run_sim
+    from streams.topics import bootstrap_of
+
+    s = _settings()
+    graph = load_network(network or s.network)
+    pub: Any
+    if publish == "file":
+        pub = JsonlPublisher(out)
+    elif publish == "mqtt":
+        if not s.mqtt.host:
+            typer.echo("set CITYBRAIN_MQTT__HOST/PORT", err=True)
+            raise typer.Exit(2)
+        pub = MqttPublisher(s.mqtt.host, s.mqtt.port, s.city, topic_root=s.mqtt.topic_root)
+    elif publish == "kafka":
+        if not s.kafka.brokers:
+            typer.echo("set CITYBRAIN_KAFKA__BROKERS", err=True)
+            raise typer.Exit(2)
+        pub = KafkaPublisher(bootstrap_of(s.kafka.brokers), s.topics.name("ingest"))
+    else:
+        typer.echo("--publish must be mqtt, kafka or file", err=True)
+        raise typer.Exit(2)
+    t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    last = [0.0]
+
+    def progress(n: int, ts: datetime) -> None:
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            done = (ts - t0).total_seconds() / duration_s if duration_s else 0
+            typer.echo(f"\r{n:>9,} events  simulated {ts:%H:%M:%S}  {done:6.1%}", err=True, nl=False)
+
+    n = run_sim(graph, pub, start=t0, duration_s=duration_s, speed=speed, seed=seed, on_progress=progress)
+    pub.flush()
+    pub.close()
+    typer.echo(f"\n{n} events published ({publish})", err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Settings: one frozen object, from ``CITYBRAIN_*`` environment variables and an optional TOML file.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the TOML file named by
+``--config`` (or ``CITYBRAIN_CONFIG``), defaults. Nested groups use ``__`` in environment variables, e.g.
+``CITYBRAIN_MQTT__HOST=broker.city.local`` or ``CITYBRAIN_KAFKA__BROKERS=kafka://k1:9092,kafka://k2:9092``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(BaseModel):
+    """Kafka connection. Empty ``brokers`` means: start the embedded Tansu broker."""
+
+    model_config = _FROZEN
+    brokers: str = Field("", description="Faust broker URL(s), e.g. kafka://host:9092; empty = embedded")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    session_timeout_s: float = Field(10.0, gt=0, description="consumer-group session timeout")
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    rebalance_timeout_s: float = Field(10.0, gt=0)
+    partitions: int = Field(4, ge=1, description="partitions of the topics citybrain creates")
+    replication_factor: int = Field(1, ge=1)
+    producer_max_batch_size: int = Field(
+        16384, ge=1, description="bytes; 1 works around Tansu's ListOffsets bug at a large speed cost"
+    )
+
+
+class MqttSettings(BaseModel):
+    """MQTT connection. Empty ``host`` means: start the embedded amqtt broker."""
+
+    model_config = _FROZEN
+    host: str = ""
+    port: int = Field(1883, ge=0, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_insecure: bool = False
+    client_id: str = "citybrain-bridge"
+    keepalive_s: int = Field(30, ge=5)
+    qos: int = Field(1, ge=0, le=2, description="MQTT QoS of the device subscriptions")
+    topic_root: str = Field("city", description="device topics are {topic_root}/{city}/{loop|camera}/{id}")
+    max_payload_bytes: int = Field(8192, ge=256, description="larger device payloads are dead-lettered")
+
+
+class TopicSettings(BaseModel):
+    """Kafka topic names. Tests prefix them to keep runs apart."""
+
+    model_config = _FROZEN
+    prefix: str = "citybrain."
+    ingest: str = "ingest"
+    events: str = "events"
+    dead_letter: str = "dead-letter"
+    segment_state: str = "segment-state"
+
+    def name(self, which: str) -> str:
+        return self.prefix + str(getattr(self, which))
+
+
+class WindowSettings(BaseModel):
+    """Event-time windowing of device readings into per-segment states."""
+
+    model_config = _FROZEN
+    size_s: int = Field(60, ge=10, description="tumbling window length")
+    allowed_lateness_s: float = Field(
+        30.0, ge=0, description="a window closes once the watermark passes its end by this much"
+    )
+    idle_close_s: float = Field(
+        5.0, gt=0, description="wall seconds without new events after which windows up to the watermark close"
+    )
+    flush_interval_s: float = Field(0.5, gt=0, description="how often idle partitions are checked")
+    max_future_s: float = Field(
+        300.0, ge=0, description="readings stamped this far past the watermark are rejected as clock skew"
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting citybrain reads. Frozen: build a new one to change anything."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITYBRAIN_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        toml_file=None,
+    )
+
+    city: str = Field("demo", pattern=r"^[a-z0-9_-]+$", description="city id in MQTT topics")
+    app_id: str = Field("citybrain", description="Faust app id = Kafka consumer group")
+    network: Path | None = Field(None, description="road network file; none = the generated demo city")
+    data_dir: Path = Field(Path(".cache/citybrain"), description="worker data directory")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535, description="worker web port: /health, /metrics, /api")
+    bridge_web_port: int = Field(6067, ge=0, le=65535, description="MQTT bridge web port: /health, /metrics")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    kafka: KafkaSettings = KafkaSettings()  # type: ignore[call-arg]
+    mqtt: MqttSettings = MqttSettings()  # type: ignore[call-arg]
+    topics: TopicSettings = TopicSettings()
+    window: WindowSettings = WindowSettings()  # type: ignore[call-arg]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = os.environ.get("CITYBRAIN_CONFIG")
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml)))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain JSON-able data, secrets shown as ``**********``."""
+        return _mask(self.model_dump(mode="json"), self)
+
+
+def _mask(data: Any, model: Any) -> Any:
+    if isinstance(model, BaseModel):
+        out: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, SecretStr):
+                out[name] = "**********"
+            else:
+                out[name] = _mask(data[name], value)
+        return out
+    return data
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, reading ``config`` (TOML) if given.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``config`` names a file that does not exist.
+    pydantic.ValidationError
+        If any value is invalid; the message names the setting.
+    """
+    if config is not None:
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"config file not found: {config}")
+        os.environ["CITYBRAIN_CONFIG"] = str(config)
+    return Settings(**overrides)

@@ -1,0 +1,183 @@
+"""Agent ``segment-windows``: device events → per-segment event-time windows → ``segment-state`` records.
+
+Steps (named as in the metrics and logs):
+
+1. ``window-add``: each validated event goes into its segment's open window (``streams.windowing``), or to the
+   dead-letter topic as late / duplicate / clock skew;
+2. ``window-close``: windows whose segment watermark passed their end by the allowed lateness close at once;
+   the ``window-idle-flush`` timer closes windows of segments idle for ``idle_close_s`` wall seconds;
+3. ``estimate``: ``models.segment_state.estimate_segment_state`` turns a closed window's readings into a state,
+   published to ``segment-state`` keyed by segment with the stable id ``{segment_id}@{window end}``.
+
+Window state lives in the table ``segment-windows`` (changelogged, so a restarted worker resumes its open
+windows). The table writes through the producer's partitioner (``use_partitioner=True``) so the idle-flush
+timer may close windows outside stream iteration; keys are the same segment-id bytes as the ``events`` topic,
+so changelog partitions match the source partitions. The timer runs on every worker (not ``on_leader``):
+each worker flushes the segments of its own partitions. Events are taken in batches and each touched segment
+is written to the table once per batch, not once per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import faust
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from models.segment_state import estimate_segment_state
+from streams.records import SegmentState, dead_letter, format_ts
+from streams.windowing import ClosedWindow, add_reading, close_windows, new_state
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class SegmentTable(faust.Table):  # type: ignore[misc]
+    """A table whose changelog partition is the partition the key's events arrived on.
+
+    Faust derives it from the *current* event, which is wrong inside a ``take()`` batch mixing partitions
+    and undefined in a timer. We record each key's source partition as events arrive; for keys recovered from
+    the changelog and not seen since, the producer's default partitioner (murmur2 of the key bytes, as the
+    bridge and Faust use for the ``events`` topic) gives the same partition.
+    """
+
+    def __init__(self, *args: Any, n_partitions: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.source_partition: dict[bytes, int] = {}
+        self._n_partitions = n_partitions
+
+    def partition_for_key(self, key: Any) -> int:
+        p = self.source_partition.get(key)
+        if p is None:
+            p = _default_partition(key, self._n_partitions)
+        return p
+
+
+def _default_partition(key: bytes, n: int) -> int:
+    return int(_PARTITIONER(key, list(range(n)), list(range(n))))
+
+
+_PARTITIONER = DefaultPartitioner()
+DEFAULT_SEGMENT = {"length_m": 300.0, "lanes": 1, "speed_limit_kmh": 50.0}
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
+RESCAN_EVERY_S = 10.0
+
+
+def register(pipe: Pipeline) -> None:
+    app, settings, topics = pipe.app, pipe.settings, pipe.topics
+    metrics = pipe.worker_metrics
+    w = settings.window
+    events_topic_name = settings.topics.name("events")
+    table = SegmentTable(
+        app,
+        name="segment-windows",
+        default=None,
+        key_type=bytes,
+        beacon=app.tables.beacon,
+        n_partitions=settings.kafka.partitions,
+        help="open event-time windows per segment",
+    )
+    app.tables.add(table)
+    last_seen: dict[bytes, float] = {}
+    last_rescan = [0.0]
+
+    def build_record(cw: ClosedWindow) -> SegmentState:
+        seg = pipe.segments.get(cw.segment_id, DEFAULT_SEGMENT)
+        est = estimate_segment_state(
+            cw.readings, length_m=seg["length_m"], lanes=seg["lanes"], speed_limit_kmh=seg["speed_limit_kmh"]
+        )
+        ts = format_ts(cw.end_s)
+        return SegmentState(
+            state_id=f"{cw.segment_id}@{ts}",
+            segment_id=cw.segment_id,
+            ts=ts,
+            window_start=format_ts(cw.end_s - w.size_s),
+            window_s=w.size_s,
+            closed_by=cw.closed_by,
+            emitted_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            **est.as_dict(),
+        )
+
+    async def emit(closed: list[ClosedWindow]) -> None:
+        for cw in closed:
+            rec = build_record(cw)
+            await topics.segment_state.send(key=cw.segment_id, value=rec)
+            pipe.latest_states[cw.segment_id] = rec.asdict()
+            metrics.windows.labels(cw.closed_by).inc()
+
+    async def reject(reason: str, raw: bytes) -> None:
+        metrics.rejected.labels(reason).inc()
+        text = {
+            "late": "reading arrived after its window closed",
+            "duplicate": "same device and timestamp already applied",
+            "clock_skew": f"timestamp more than {w.max_future_s:g} s ahead of the worker clock",
+        }[reason]
+        dl = dead_letter(reason, text, "window", events_topic_name, raw)
+        await topics.dead_letter.send(key=dl.dead_letter_id, value=dl)
+
+    @app.agent(topics.events, name="segment-windows")
+    async def segment_windows(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            now_wall = time.time()
+            by_segment: dict[bytes, list[tuple[dict[str, Any], bytes]]] = defaultdict(list)
+            for event in batch:
+                raw = event.value
+                ev = orjson.loads(raw)
+                key = ev["segment_id"].encode()
+                table.source_partition[key] = event.message.partition
+                by_segment[key].append((ev, raw))
+            for key, items in by_segment.items():
+                state = table.get(key) or new_state()
+                changed = False
+                for ev, raw in items:
+                    reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
+                    if reason is not None:
+                        await reject(reason, raw)
+                        continue
+                    changed = True
+                    metrics.applied.labels(ev["type"]).inc()
+                    received = ev.get("received_at")
+                    if isinstance(received, int | float):
+                        metrics.latency.observe(max(0.0, time.time() - received))
+                if not changed:
+                    continue
+                closed = close_windows(state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=False)
+                table[key] = state
+                last_seen[key] = time.monotonic()
+                await emit(closed)
+
+    @app.timer(w.flush_interval_s, name="window-idle-flush")
+    async def window_idle_flush() -> None:
+        now = time.monotonic()
+        if now - last_rescan[0] >= RESCAN_EVERY_S:
+            # windows recovered from the changelog after a restart are not in last_seen yet
+            last_rescan[0] = now
+            n_open = 0
+            for key, state in list(table.items()):
+                if state and state.get("open"):
+                    n_open += len(state["open"])
+                    last_seen.setdefault(key, now)
+            metrics.open_windows.set(n_open)
+        for key, seen in list(last_seen.items()):
+            if now - seen < w.idle_close_s:
+                continue
+            state = table.get(key)
+            if not state:
+                last_seen.pop(key, None)
+                continue
+            closed = close_windows(state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=True)
+            if closed:
+                table[key] = state
+                await emit(closed)
+            if not state["open"]:
+                last_seen.pop(key, None)
+
+    pipe.tables["segment-windows"] = table

@@ -1,0 +1,151 @@
+"""Builds the Faust app: topics, tables, agents and web views, from settings and the road graph.
+
+``build_app()`` returns a :class:`Pipeline` holding the app and everything its agents share; each agent
+module registers itself on that one app (``streams/agents/*.py``). Nothing is created at import time, so tests
+can build several apps with their own topic names and metrics registries.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import networkx as nx
+from prometheus_client import CollectorRegistry
+
+from ops.settings import Settings
+from streams import tansu_compat
+from streams.metrics import IngestMetrics, WorkerMetrics
+from streams.records import DeadLetter, DeviceInfo, SegmentState
+
+
+@dataclass
+class Topics:
+    ingest: faust.TopicT
+    events: faust.TopicT
+    dead_letter: faust.TopicT
+    segment_state: faust.TopicT
+
+
+@dataclass
+class Pipeline:
+    """The app and what its agents share."""
+
+    app: faust.App
+    settings: Settings
+    graph: nx.MultiDiGraph
+    topics: Topics
+    registry: CollectorRegistry
+    ingest_metrics: IngestMetrics
+    worker_metrics: WorkerMetrics
+    devices: dict[str, DeviceInfo]
+    segments: dict[str, dict[str, Any]]
+    latest_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+def device_index(graph: nx.MultiDiGraph) -> dict[str, DeviceInfo]:
+    """Device id → what the graph says about it, for validating device events."""
+    return {
+        did: DeviceInfo(kind=str(d["kind"]), segment_id=str(d["segment_id"]), lane=d.get("lane"))
+        for did, d in graph.graph["detectors"].items()
+    }
+
+
+def segment_index(graph: nx.MultiDiGraph) -> dict[str, dict[str, Any]]:
+    """Segment id → the attributes the estimators need (length_m, lanes, speed_limit_kmh)."""
+    return {
+        str(k): {"length_m": d["length_m"], "lanes": d["lanes"], "speed_limit_kmh": d["speed_limit_kmh"]}
+        for _, _, k, d in graph.edges(keys=True, data=True)
+    }
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    ctx = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+            ssl_context=ctx,
+            mechanism=k.sasl_mechanism or "PLAIN",
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
+def build_app(
+    settings: Settings,
+    graph: nx.MultiDiGraph,
+    *,
+    broker_url: str | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Pipeline:
+    """Create the Faust app with every agent and view registered.
+
+    Parameters
+    ----------
+    settings
+        Effective settings.
+    graph
+        The validated road graph (``roadnet`` contract).
+    broker_url
+        Overrides ``settings.kafka.brokers`` (used when an embedded broker was started).
+    registry
+        Prometheus registry for this app's metrics; a new one by default.
+    """
+    tansu_compat.apply()
+    registry = registry or CollectorRegistry()
+    k = settings.kafka
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url or k.brokers,
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        datadir=str(settings.data_dir / settings.app_id),
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        broker_rebalance_timeout=k.rebalance_timeout_s,
+        producer_max_batch_size=k.producer_max_batch_size,
+        processing_guarantee=settings.processing_guarantee,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    t = settings.topics
+    topics = Topics(
+        ingest=app.topic(t.name("ingest"), key_type=bytes, value_type=bytes, value_serializer="raw"),
+        events=app.topic(t.name("events"), key_type=bytes, value_type=bytes, value_serializer="raw"),
+        dead_letter=app.topic(t.name("dead_letter"), key_type=str, value_type=DeadLetter),
+        segment_state=app.topic(t.name("segment_state"), key_type=str, value_type=SegmentState),
+    )
+    pipe = Pipeline(
+        app=app,
+        settings=settings,
+        graph=graph,
+        topics=topics,
+        registry=registry,
+        ingest_metrics=IngestMetrics.create(registry),
+        worker_metrics=WorkerMetrics.create(registry),
+        devices=device_index(graph),
+        segments=segment_index(graph),
+    )
+    from streams import web
+    from streams.agents import ingest, segment_state
+
+    ingest.register(pipe)
+    segment_state.register(pipe)
+    web.register(pipe)
+    return pipe

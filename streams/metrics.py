@@ -1,0 +1,105 @@
+"""Prometheus metrics. The registry is injected, so tests read real values back from their own registry.
+
+Names follow Prometheus conventions: ``citybrain_`` prefix, base units (seconds), ``_total`` counters,
+bounded label values only (device kind, reason class, step), never per-detector or per-segment labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.records import REASON_CLASSES
+
+KINDS = ("loop", "camera")
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class IngestMetrics:
+    """Metrics of whatever validates device payloads (the MQTT bridge, the Kafka ingest agent)."""
+
+    received: Counter
+    valid: Counter
+    invalid: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> IngestMetrics:
+        m = cls(
+            received=Counter(
+                "citybrain_events_received",
+                "Device payloads received, by source",
+                ["source"],
+                registry=registry,
+            ),
+            valid=Counter(
+                "citybrain_events_valid",
+                "Device events that passed validation, by kind",
+                ["kind"],
+                registry=registry,
+            ),
+            invalid=Counter(
+                "citybrain_events_invalid",
+                "Device payloads rejected to the dead-letter topic, by reason class",
+                ["reason"],
+                registry=registry,
+            ),
+        )
+        for src in ("mqtt", "kafka"):
+            m.received.labels(src)
+        for k in KINDS:
+            m.valid.labels(k)
+        for r in REASON_CLASSES:
+            m.invalid.labels(r)
+        return m
+
+
+@dataclass
+class WorkerMetrics:
+    """Metrics of the stream worker's agents."""
+
+    applied: Counter
+    rejected: Counter
+    latency: Histogram
+    windows: Counter
+    open_windows: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
+        m = cls(
+            applied=Counter(
+                "citybrain_events_applied",
+                "Device events applied to segment windows, by kind",
+                ["kind"],
+                registry=registry,
+            ),
+            rejected=Counter(
+                "citybrain_events_rejected",
+                "Events the window agent dead-lettered (late, duplicate, clock_skew)",
+                ["reason"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "citybrain_processing_latency_seconds",
+                "From citybrain first receiving a device event to the event applied to its segment window",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            windows=Counter(
+                "citybrain_windows_emitted",
+                "Segment-state windows emitted, by what closed them (watermark, idle)",
+                ["closed_by"],
+                registry=registry,
+            ),
+            open_windows=Gauge(
+                "citybrain_open_windows", "Segment windows currently open on this worker", registry=registry
+            ),
+        )
+        for k in KINDS:
+            m.applied.labels(k)
+        for r in ("late", "duplicate", "clock_skew"):
+            m.rejected.labels(r)
+        for c in ("watermark", "idle"):
+            m.windows.labels(c)
+        return m

@@ -1,0 +1,220 @@
+"""The MQTT bridge: device topics → validation → Kafka ``events`` (keyed by segment) or ``dead-letter``.
+
+- paho-mqtt 2.x (``CallbackAPIVersion.VERSION2``), QoS 1, persistent session (``clean_session=False`` and a
+  fixed client id), so QoS 1 messages published while the bridge is away are delivered when it returns.
+- Subscribes to ``{topic_root}/{city}/loop/+`` and ``{topic_root}/{city}/camera/+``.
+- Acknowledges each MQTT message only after Kafka has acknowledged the record it produced (manual acks, in
+  arrival order as MQTT requires), so a crash between the two re-delivers instead of losing.
+- paho's network thread hands messages to the asyncio loop through a bounded queue; when Kafka is slow the
+  queue fills, paho's thread blocks and TCP back-pressure reaches the MQTT broker.
+
+Metrics (``/metrics`` on the bridge's port) share names with the Kafka ingest agent's:
+``citybrain_events_received_total{source="mqtt"}``, ``citybrain_events_valid_total``,
+``citybrain_events_invalid_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaProducer
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry
+
+from ops.settings import Settings
+from streams.metrics import IngestMetrics
+from streams.records import DeviceInfo, InvalidEvent, dead_letter, decode_device_payload, encode_event
+from streams.topics import ensure_topics, kafka_client_kwargs
+
+log = logging.getLogger(__name__)
+QUEUE_MAX = 10_000
+
+
+@dataclass
+class _Msg:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_at: float
+
+
+class MqttBridge:
+    """Runs the bridge until :meth:`stop` is called (or the task is cancelled)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        devices: dict[str, DeviceInfo],
+        *,
+        bootstrap: str,
+        mqtt_host: str,
+        mqtt_port: int,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.devices = devices
+        self.bootstrap = bootstrap
+        self.mqtt_host = mqtt_host
+        self.mqtt_port = mqtt_port
+        self.registry = registry or CollectorRegistry()
+        self.metrics = IngestMetrics.create(self.registry)
+        self._q: queue.Queue[_Msg] = queue.Queue(QUEUE_MAX)
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._client: mqtt.Client | None = None
+        self.forwarded = 0
+        self.dead_lettered = 0
+        m = settings.mqtt
+        self._prefix = f"{m.topic_root}/{settings.city}/"
+
+    # -- paho side (network thread) ---------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            log.error("MQTT connect refused: %s", rc)
+            return
+        qos = self.settings.mqtt.qos
+        client.subscribe([(self._prefix + "loop/+", qos), (self._prefix + "camera/+", qos)])
+        self._connected.set()
+        log.info(
+            "MQTT connected to %s:%s (session present: %s), subscribed to %s{loop,camera}/+",
+            self.mqtt_host,
+            self.mqtt_port,
+            flags.session_present,
+            self._prefix,
+        )
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("MQTT disconnected (%s); paho reconnects with backoff", rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        item = _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time())
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _make_client(self) -> mqtt.Client:
+        m = self.settings.mqtt
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=m.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if m.username:
+            client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
+        if m.tls:
+            client.tls_set(ca_certs=str(m.tls_ca_file) if m.tls_ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(m.tls_insecure)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 30)
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        return client
+
+    # -- asyncio side -----------------------------------------------------------------------------------
+    def _route(self, topic: str) -> tuple[str | None, str | None]:
+        if not topic.startswith(self._prefix):
+            return None, None
+        parts = topic[len(self._prefix) :].split("/")
+        if len(parts) != 2:
+            return None, None
+        return parts[0], parts[1]
+
+    async def run(self) -> None:
+        """Connect to Kafka and MQTT and forward until stopped."""
+        s = self.settings
+        names = [s.topics.name("events"), s.topics.name("dead_letter")]
+        await ensure_topics(self.bootstrap, names, s)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=s.kafka.producer_max_batch_size,
+            **kafka_client_kwargs(s),
+        )
+        await producer.start()
+        client = self._make_client()
+        self._client = client
+        client.connect_async(self.mqtt_host, self.mqtt_port, keepalive=s.mqtt.keepalive_s)
+        client.loop_start()
+        try:
+            await self._forward(producer, client)
+        finally:
+            self._stop.set()
+            client.disconnect()
+            client.loop_stop()
+            await producer.stop()
+
+    async def _forward(self, producer: AIOKafkaProducer, client: mqtt.Client) -> None:
+        s = self.settings
+        events_topic, dl_topic = s.topics.name("events"), s.topics.name("dead_letter")
+        max_bytes = s.mqtt.max_payload_bytes
+        pending: list[tuple[asyncio.Future[Any], _Msg]] = []
+        while not self._stop.is_set():
+            batch: list[_Msg] = []
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 500:
+                    batch.append(self._q.get_nowait())
+            if not batch:
+                await self._ack_done(pending, client, wait=True)
+                await asyncio.sleep(0.005)
+                continue
+            for msg in batch:
+                self.metrics.received.labels("mqtt").inc()
+                kind, dev = self._route(msg.topic)
+                try:
+                    ev = decode_device_payload(
+                        msg.payload, max_bytes=max_bytes, devices=self.devices, topic_kind=kind, topic_id=dev
+                    )
+                except InvalidEvent as exc:
+                    self.metrics.invalid.labels(exc.reason_class).inc()
+                    dl = dead_letter(exc.reason_class, exc.reason, "mqtt", msg.topic, msg.payload)
+                    fut = await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps())
+                    self.dead_lettered += 1
+                else:
+                    self.metrics.valid.labels(ev["type"]).inc()
+                    fut = await producer.send(
+                        events_topic, key=ev["segment_id"].encode(), value=encode_event(ev, msg.received_at)
+                    )
+                    self.forwarded += 1
+                pending.append((fut, msg))
+            await self._ack_done(pending, client, wait=len(pending) > 2000)
+
+    async def _ack_done(self, pending: list[tuple[asyncio.Future[Any], _Msg]], client: mqtt.Client, wait: bool) -> None:
+        """Ack, in order, the MQTT messages whose Kafka records are acknowledged."""
+        if wait and pending:
+            await asyncio.gather(*(f for f, _ in pending))
+        n = 0
+        for fut, msg in pending:
+            if not fut.done():
+                break
+            fut.result()  # raises if Kafka refused: the message stays un-acked and MQTT redelivers
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+            n += 1
+        del pending[:n]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()

@@ -1,0 +1,95 @@
+"""Event-time tumbling windows per segment, as plain data so they live in a Faust table.
+
+A reading whose interval ends at ``ts`` belongs to the window ``(E - size, E]`` with ``E = ceil(ts / size) ·
+size`` (readings cover ``[ts - interval_s, ts)``, so one that ends on a window boundary belongs to the window
+ending there).
+
+Each segment keeps its own watermark: the latest reading time seen for it. A window closes when
+
+- the watermark passes its end by ``allowed_lateness_s`` (``closed_by="watermark"``), or
+- no reading arrived for the segment for ``idle_close_s`` wall seconds and the watermark has reached its end
+  (``closed_by="idle"``: the end of a stream, or a segment whose devices all went quiet).
+
+Readings for a window that has closed are **late**; a second reading from the same device with the same
+``ts`` is a **duplicate**; a reading stamped more than ``max_future_s`` after the wall clock is **clock
+skew**. All three are rejected with that reason (the agent dead-letters them), so
+``readings in = readings in emitted windows + rejected`` holds exactly.
+
+The state of one segment is a JSON-able dict::
+
+    {"wm": float | None, "closed": float | None, "open": {"<window end, int s>": {"<device>@<ts_s>": reading}}}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from streams.records import device_id
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    segment_id: str
+    end_s: int
+    readings: list[dict[str, Any]]
+    closed_by: str
+
+
+def new_state() -> dict[str, Any]:
+    return {"wm": None, "closed": None, "open": {}}
+
+
+def window_end(ts_s: float, size_s: int) -> int:
+    """End (Unix s) of the window a reading ending at ``ts_s`` belongs to."""
+    return int(math.ceil(ts_s / size_s) * size_s)
+
+
+def add_reading(
+    state: dict[str, Any], ev: dict[str, Any], *, size_s: int, now_s: float, max_future_s: float
+) -> str | None:
+    """Add one validated reading to a segment's state in place.
+
+    Returns
+    -------
+    str or None
+        None when added, else the rejection reason class (``late``, ``duplicate``, ``clock_skew``).
+    """
+    ts_s = float(ev["ts_s"])
+    if ts_s > now_s + max_future_s:
+        return "clock_skew"
+    end = window_end(ts_s, size_s)
+    closed = state["closed"]
+    if closed is not None and end <= closed:
+        return "late"
+    bucket = state["open"].setdefault(str(end), {})
+    key = f"{device_id(ev)}@{ts_s:.0f}"
+    if key in bucket:
+        return "duplicate"
+    bucket[key] = ev
+    if state["wm"] is None or ts_s > state["wm"]:
+        state["wm"] = ts_s
+    return None
+
+
+def close_windows(
+    state: dict[str, Any], segment_id: str, *, allowed_lateness_s: float, idle: bool
+) -> list[ClosedWindow]:
+    """Remove and return the windows of ``state`` that may close now (see module doc), oldest first."""
+    wm = state["wm"]
+    if wm is None or not state["open"]:
+        return []
+    out: list[ClosedWindow] = []
+    for key in sorted(state["open"], key=int):
+        end = int(key)
+        if wm >= end + allowed_lateness_s:
+            how = "watermark"
+        elif idle and wm >= end:
+            how = "idle"
+        else:
+            break
+        readings = list(state["open"].pop(key).values())
+        out.append(ClosedWindow(segment_id, end, readings, how))
+        state["closed"] = end if state["closed"] is None else max(state["closed"], end)
+    return out
