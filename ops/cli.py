@@ -128,6 +128,10 @@ def demo(
     from sensors_sim.run import simulate
 
     s = _settings(network=network) if network else _settings()
+    # simulated time runs `speed` times faster: idle means "quiet for longer than a reporting interval"
+    s = s.model_copy(
+        update={"window": s.window.model_copy(update={"idle_close_s": max(2.0, s.window.idle_close_s / speed)})}
+    )
     log_dir = Path(".cache/citybrain/logs")
     t0 = time.monotonic()
     graph = load_network(s.network)

@@ -83,7 +83,10 @@ class WindowSettings(BaseModel):
         30.0, ge=0, description="a window closes once the watermark passes its end by this much"
     )
     idle_close_s: float = Field(
-        5.0, gt=0, description="wall seconds without new events after which windows up to the watermark close"
+        90.0,
+        gt=0,
+        description="wall seconds without readings for a segment after which its open windows close; "
+        "must exceed the devices' reporting interval",
     )
     flush_interval_s: float = Field(0.5, gt=0, description="how often idle partitions are checked")
     max_future_s: float = Field(

@@ -7,8 +7,10 @@ ending there).
 Each segment keeps its own watermark: the latest reading time seen for it. A window closes when
 
 - the watermark passes its end by ``allowed_lateness_s`` (``closed_by="watermark"``), or
-- no reading arrived for the segment for ``idle_close_s`` wall seconds and the watermark has reached its end
-  (``closed_by="idle"``: the end of a stream, or a segment whose devices all went quiet).
+- no reading arrived for the segment for ``idle_close_s`` wall seconds (``closed_by="idle"``: the end of a
+  stream, or a segment whose devices all went quiet). All its open windows close then, so ``idle_close_s``
+  must exceed the devices' reporting interval in live operation (default 90 s for 30 s loops and 60 s
+  cameras); a replay, where idle means the file has ended, uses a couple of seconds.
 
 Readings for a window that has closed are **late**; a second reading from the same device with the same
 ``ts`` is a **duplicate**; a reading stamped more than ``max_future_s`` after the wall clock is **clock
@@ -85,7 +87,7 @@ def close_windows(
         end = int(key)
         if wm >= end + allowed_lateness_s:
             how = "watermark"
-        elif idle and wm >= end:
+        elif idle:
             how = "idle"
         else:
             break

@@ -1,0 +1,50 @@
+# citybrain — the two commands a new user runs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help
+
+help:
+	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
+	@echo "make test        - create .venv, install with test extras, ruff + mypy + pytest (unit + integration)"
+	@echo "make test-kafka  - the integration suite against Apache Kafka 4 (from Maven Central) + mosquitto"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/citybrain demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy streams models roadnet sensors_sim ops tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration -q
+
+test: lint typecheck $(STAMP)
+	$(PY) -m pytest tests -q -ra
+
+# The real-engine suite: Apache Kafka (KRaft, single node) + mosquitto instead of Tansu + amqtt.
+test-kafka: $(STAMP)
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { echo "mosquitto missing: apt-get install -y mosquitto"; exit 2; }
+	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/integration -q -ra
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

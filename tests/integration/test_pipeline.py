@@ -1,0 +1,165 @@
+"""Devices → MQTT → bridge → Kafka → worker → segment-state, on real brokers (see conftest for which).
+
+The segment A1B1 of the generated demo city has two lanes, a 300 m length and a 50 km/h limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import asyncio
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from .conftest import RunningStack, consume_until, health, metric_value, mqtt_publish
+
+pytestmark = pytest.mark.integration
+
+
+def loop_event(det: str, seg: str, lane_index: int, ts: str, count: int, occ: float, speed: float | None) -> dict:
+    return {
+        "type": "loop",
+        "detector_id": det,
+        "segment_id": seg,
+        "lane": f"{seg}_{lane_index}",
+        "lane_index": lane_index,
+        "role": "mid_link",
+        "ts": ts,
+        "interval_s": 30,
+        "count": count,
+        "occupancy": occ,
+        "speed_kmh": speed,
+    }
+
+
+def topic_for(running: RunningStack, ev: dict) -> str:
+    s = running.settings
+    dev = ev.get("detector_id") or ev.get("camera_id")
+    return f"{s.mqtt.topic_root}/{s.city}/{ev['type']}/{dev}"
+
+
+def test_health_endpoints(running: RunningStack) -> None:
+    status, body = health(running.worker_url)
+    assert status == 200 and body["status"] == "ok" and body["assigned_partitions"] > 0
+    status, body = health(running.bridge_url)
+    assert status == 200 and body["status"] == "ok"
+
+
+def test_hand_made_loop_events_give_exact_segment_state(running: RunningStack) -> None:
+    seg = "A1B1"
+    events = [
+        loop_event("loop_mid_A1B1_0", seg, 0, "2025-01-06T07:30:30Z", 5, 0.08, 40.0),
+        loop_event("loop_mid_A1B1_1", seg, 1, "2025-01-06T07:30:30Z", 4, 0.05, 50.0),
+        loop_event("loop_mid_A1B1_0", seg, 0, "2025-01-06T07:31:00Z", 3, 0.06, 30.0),
+        loop_event("loop_mid_A1B1_1", seg, 1, "2025-01-06T07:31:00Z", 2, 0.04, 45.0),
+    ]
+    applied_before = metric_value(running.worker_url, "citybrain_events_applied_total", {"kind": "loop"})
+    mqtt_publish(
+        running.settings.mqtt.host,
+        running.settings.mqtt.port,
+        [(topic_for(running, ev), orjson.dumps(ev)) for ev in events],
+    )
+    topic = running.settings.topics.name("segment_state")
+    records = consume_until(
+        running.settings.kafka.brokers.removeprefix("kafka://"),
+        topic,
+        lambda rs: any(r["segment_id"] == seg for r in rs),
+    )
+    (state,) = [r for r in records if r["segment_id"] == seg]
+    assert state["state_id"] == "A1B1@2025-01-06T07:31:00Z"
+    assert state["ts"] == "2025-01-06T07:31:00Z" and state["window_start"] == "2025-01-06T07:30:00Z"
+    # by hand: lane 0 8 veh/60 s = 480 veh/h, lane 1 6 veh/60 s = 360 veh/h → mean 420 x 2 lanes
+    assert state["flow_veh_h"] == 840.0
+    # lane 0 (0.08 + 0.06)/2 = 0.07, lane 1 (0.05 + 0.04)/2 = 0.045 → 0.0575
+    assert state["occupancy"] == pytest.approx(0.0575)
+    # 14 vehicles / (5/40 + 4/50 + 3/30 + 2/45) h/km = 40.064 km/h
+    assert state["speed_kmh"] == pytest.approx(40.064, abs=1e-3)
+    assert state["speed_ratio"] == pytest.approx(0.8013, abs=1e-4)
+    assert state["los"] == "B" and state["congested"] is False
+    assert state["density_veh_km"] == pytest.approx(20.966, abs=1e-3)
+    assert state["n_readings"] == 4 and state["closed_by"] == "idle"
+    applied_after = metric_value(running.worker_url, "citybrain_events_applied_total", {"kind": "loop"})
+    assert applied_after - applied_before == 4
+    assert metric_value(running.worker_url, "citybrain_processing_latency_seconds_count") >= 4
+
+
+def test_malformed_payloads_go_to_dead_letter_with_reason(running: RunningStack) -> None:
+    s = running.settings
+    good = loop_event("loop_mid_B1C1_0", "B1C1", 0, "2025-01-06T07:40:30Z", 2, 0.03, 45.0)
+    not_json = b'{"type": "loop", "detector_id": '
+    bad_occ = orjson.dumps({**good, "occupancy": 1.7})
+    unknown = orjson.dumps({**good, "detector_id": "loop_nowhere"})
+    invalid_before = metric_value(running.bridge_url, "citybrain_events_invalid_total", {"reason": "schema"})
+    mqtt_publish(
+        s.mqtt.host,
+        s.mqtt.port,
+        [
+            (topic_for(running, good), not_json),
+            (topic_for(running, good), bad_occ),
+            (f"{s.mqtt.topic_root}/{s.city}/loop/loop_nowhere", unknown),
+        ],
+    )
+    records = consume_until(
+        s.kafka.brokers.removeprefix("kafka://"), s.topics.name("dead_letter"), lambda rs: len(rs) >= 3
+    )
+    by_class = {r["reason_class"]: r for r in records}
+    assert base64.b64decode(by_class["not_json"]["payload_b64"]) == not_json
+    assert "occupancy" in by_class["schema"]["reason"] and "1.7" in by_class["schema"]["reason"]
+    assert base64.b64decode(by_class["schema"]["payload_b64"]) == bad_occ
+    assert "loop_nowhere" in by_class["unknown_device"]["reason"]
+    assert all(r["source"] == "mqtt" for r in records)
+    invalid_after = metric_value(running.bridge_url, "citybrain_events_invalid_total", {"reason": "schema"})
+    assert invalid_after - invalid_before == 1
+
+
+def test_devices_producing_to_kafka_get_the_same_validation(running: RunningStack) -> None:
+    s = running.settings
+    bootstrap = s.kafka.brokers.removeprefix("kafka://")
+    good = [
+        loop_event("loop_mid_C2D2_0", "C2D2", 0, "2025-01-06T08:00:30Z", 6, 0.1, 36.0),
+        loop_event("loop_mid_C2D2_0", "C2D2", 0, "2025-01-06T08:01:00Z", 6, 0.1, 36.0),
+    ]
+    bad = orjson.dumps({**good[0], "count": -3})
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for ev in good:
+                await producer.send_and_wait(s.topics.name("ingest"), orjson.dumps(ev))
+            await producer.send_and_wait(s.topics.name("ingest"), bad)
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    states = consume_until(
+        bootstrap, s.topics.name("segment_state"), lambda rs: any(r["segment_id"] == "C2D2" for r in rs)
+    )
+    (state,) = [r for r in states if r["segment_id"] == "C2D2"]
+    # one lane of two observed: 12 veh / 60 s = 720 veh/h on lane 0, filled for lane 1 → 1440 veh/h
+    assert state["flow_veh_h"] == 1440.0 and state["speed_kmh"] == 36.0 and state["n_readings"] == 2
+    dead = consume_until(bootstrap, s.topics.name("dead_letter"), lambda rs: any(r["source"] == "kafka" for r in rs))
+    (dl,) = [r for r in dead if r["source"] == "kafka"]
+    assert dl["reason_class"] == "schema" and "count" in dl["reason"]
+    assert base64.b64decode(dl["payload_b64"]) == bad
+
+
+def test_late_and_duplicate_readings_are_dead_lettered_not_dropped(running: RunningStack) -> None:
+    s = running.settings
+    bootstrap = s.kafka.brokers.removeprefix("kafka://")
+    seg = "D1D2"
+    first = loop_event("loop_mid_D1D2_0", seg, 0, "2025-01-06T09:00:30Z", 3, 0.04, 44.0)
+    mqtt_publish(s.mqtt.host, s.mqtt.port, [(topic_for(running, first), orjson.dumps(first))] * 2)
+    consume_until(bootstrap, s.topics.name("segment_state"), lambda rs: any(r["segment_id"] == seg for r in rs))
+    # the window 09:00-09:01 has closed (idle): a straggler for it is late
+    late = loop_event("loop_mid_D1D2_1", seg, 1, "2025-01-06T09:00:30Z", 1, 0.01, 40.0)
+    mqtt_publish(s.mqtt.host, s.mqtt.port, [(topic_for(running, late), orjson.dumps(late))])
+    dead = consume_until(
+        bootstrap,
+        s.topics.name("dead_letter"),
+        lambda rs: {"duplicate", "late"} <= {r["reason_class"] for r in rs if r["source"] == "window"},
+    )
+    reasons = sorted(r["reason_class"] for r in dead if r["source"] == "window")
+    assert reasons == ["duplicate", "late"]
+    assert metric_value(running.worker_url, "citybrain_events_rejected_total", {"reason": "late"}) == 1

@@ -1,0 +1,161 @@
+"""Device schema v1 validation: every real harness sample passes; each kind of bad payload gets a reason."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.records import (
+    DeviceInfo,
+    InvalidEvent,
+    dead_letter,
+    decode_device_payload,
+    encode_event,
+    format_ts,
+    parse_ts,
+)
+
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared/eval/sumo/samples/events_normal_sample.jsonl"
+
+LOOP = {
+    "type": "loop",
+    "detector_id": "loop_mid_B2C2_0",
+    "segment_id": "B2C2",
+    "lane": "B2C2_0",
+    "lane_index": 0,
+    "role": "mid_link",
+    "ts": "2025-01-06T07:30:00Z",
+    "interval_s": 30,
+    "count": 5,
+    "occupancy": 0.0718,
+    "speed_kmh": 46.5,
+}
+CAMERA = {
+    "type": "camera",
+    "camera_id": "cam_B2C2",
+    "segment_id": "B2C2",
+    "lanes": 2,
+    "ts": "2025-01-06T07:30:00Z",
+    "interval_s": 60,
+    "counts": {"car": 6, "truck": 1, "bus": 0},
+    "count_total": 7,
+    "queue_len_veh": 0,
+    "queue_max_veh": 14,
+    "occupancy": 0.1939,
+    "speed_kmh": 9.7,
+}
+DEVICES = {
+    "loop_mid_B2C2_0": DeviceInfo("loop", "B2C2", "B2C2_0"),
+    "cam_B2C2": DeviceInfo("camera", "B2C2", None),
+}
+
+
+def decode(obj: object, **kw: object) -> dict:
+    return decode_device_payload(orjson.dumps(obj), max_bytes=8192, **kw)  # type: ignore[arg-type]
+
+
+def test_examples_from_the_schema_pass() -> None:
+    ev = decode(LOOP, devices=DEVICES, topic_kind="loop", topic_id="loop_mid_B2C2_0")
+    assert ev["count"] == 5 and ev["ts_s"] == parse_ts("2025-01-06T07:30:00Z")
+    cam = decode(CAMERA, devices=DEVICES, topic_kind="camera", topic_id="cam_B2C2")
+    assert cam["counts"] == {"car": 6, "truck": 1, "bus": 0}
+
+
+@pytest.mark.skipif(not SAMPLES.exists(), reason="shared harness samples not present")
+def test_every_harness_sample_passes() -> None:
+    lines = SAMPLES.read_bytes().splitlines()
+    assert len(lines) == 60
+    for line in lines:
+        decode_device_payload(line, max_bytes=8192)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason_class", "words"),
+    [
+        ({"occupancy": 1.5}, "schema", "occupancy"),
+        ({"count": -1}, "schema", "count"),
+        ({"count": 2.5}, "schema", "integer"),
+        ({"count": True}, "schema", "integer"),
+        ({"speed_kmh": 400.0}, "schema", "speed_kmh"),
+        ({"speed_kmh": "fast"}, "schema", "speed_kmh"),
+        ({"ts": "2025-01-06 07:30:00"}, "schema", "ISO 8601"),
+        ({"ts": "2025-02-30T07:30:00Z"}, "schema", "real date"),
+        ({"ts": "2025-01-06T07:30:00+08:00"}, "schema", "UTC"),
+        ({"role": "upstream"}, "schema", "role"),
+        ({"type": "radar"}, "schema", "type"),
+        ({"detector_id": ""}, "schema", "detector_id"),
+        ({"interval_s": 0}, "schema", "interval_s"),
+        ({"count": 100_000}, "schema", "count"),
+    ],
+)
+def test_bad_loop_fields(change: dict, reason_class: str, words: str) -> None:
+    bad = {**LOOP, **change}
+    with pytest.raises(InvalidEvent) as err:
+        decode_device_payload(orjson.dumps(bad), max_bytes=8192)
+    assert err.value.reason_class == reason_class
+    assert words in err.value.reason
+
+
+def test_missing_field() -> None:
+    bad = dict(LOOP)
+    del bad["occupancy"]
+    with pytest.raises(InvalidEvent, match="occupancy"):
+        decode(bad)
+
+
+def test_camera_consistency() -> None:
+    with pytest.raises(InvalidEvent, match="count_total"):
+        decode({**CAMERA, "count_total": 8})
+    with pytest.raises(InvalidEvent, match="queue_max_veh"):
+        decode({**CAMERA, "queue_len_veh": 5, "queue_max_veh": 3})
+
+
+def test_not_json_too_large_and_non_object() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_device_payload(b'{"type": "loop",', max_bytes=8192)
+    assert err.value.reason_class == "not_json"
+    with pytest.raises(InvalidEvent) as err:
+        decode_device_payload(b" " * 9000, max_bytes=8192)
+    assert err.value.reason_class == "too_large"
+    with pytest.raises(InvalidEvent, match="JSON object"):
+        decode_device_payload(b"[1, 2]", max_bytes=8192)
+
+
+def test_graph_and_topic_cross_checks() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode({**LOOP, "detector_id": "loop_x"}, devices=DEVICES)
+    assert err.value.reason_class == "unknown_device"
+    with pytest.raises(InvalidEvent, match="segment"):
+        decode({**LOOP, "segment_id": "C2D2"}, devices=DEVICES)
+    with pytest.raises(InvalidEvent) as err:
+        decode(LOOP, topic_kind="loop", topic_id="loop_mid_B2C2_1")
+    assert err.value.reason_class == "topic_mismatch"
+    with pytest.raises(InvalidEvent) as err:
+        decode(LOOP, topic_kind="camera", topic_id="loop_mid_B2C2_0")
+    assert err.value.reason_class == "topic_mismatch"
+
+
+def test_speed_without_vehicles_is_dropped() -> None:
+    assert decode({**LOOP, "count": 0, "speed_kmh": 30.0})["speed_kmh"] is None
+
+
+def test_dead_letter_keeps_original_bytes_and_a_stable_id() -> None:
+    payload = b"\xff\x00not json"
+    a = dead_letter("not_json", "payload is not JSON", "mqtt", "city/demo/loop/x", payload)
+    b = dead_letter("not_json", "payload is not JSON", "mqtt", "city/demo/loop/x", payload)
+    assert base64.b64decode(a.payload_b64) == payload
+    assert a.dead_letter_id == b.dead_letter_id
+    assert a.dead_letter_id != dead_letter("not_json", "x", "mqtt", "city/demo/loop/y", payload).dead_letter_id
+    wire = orjson.loads(a.dumps())
+    assert "__faust" not in wire and wire["reason_class"] == "not_json"
+
+
+def test_event_encoding_and_timestamps() -> None:
+    ev = decode(LOOP)
+    wire = orjson.loads(encode_event(ev, 123.5))
+    assert wire["received_at"] == 123.5 and wire["detector_id"] == "loop_mid_B2C2_0"
+    assert format_ts(parse_ts("2025-01-06T07:30:00Z")) == "2025-01-06T07:30:00Z"
+    assert parse_ts("2025-01-06T07:30:00.250Z") == parse_ts("2025-01-06T07:30:00Z") + 0.25
