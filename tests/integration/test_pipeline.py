@@ -5,8 +5,8 @@ The segment A1B1 of the generated demo city has two lanes, a 300 m length and a 
 
 from __future__ import annotations
 
-import base64
 import asyncio
+import base64
 
 import orjson
 import pytest

@@ -41,7 +41,7 @@ def test_frozen_and_invalid() -> None:
         s.city = "x"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError, match="port"):
         Settings(mqtt={"port": 70000})  # type: ignore[arg-type]
-    with pytest.raises(pydantic.ValidationError, match="unknown_key|extra"):
+    with pytest.raises(pydantic.ValidationError, match=r"unknown_key|extra"):
         Settings(unknown_key=1)  # type: ignore[call-arg]
     with pytest.raises(FileNotFoundError):
         load_settings(Path("/nonexistent/citybrain.toml"))
