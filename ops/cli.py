@@ -67,6 +67,7 @@ def worker() -> None:
     from ops.logs import logging_dict_config
     from ops.runtime import load_network
     from streams.app import build_app
+    from streams.topics import bootstrap_of, ensure_topics
 
     s = _settings()
     if not s.kafka.brokers:
@@ -76,7 +77,12 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     (s.data_dir / s.app_id).mkdir(parents=True, exist_ok=True)
-    pipe = build_app(s, load_network(s.network))
+    graph = load_network(s.network)
+    # Faust only declares its internal topics; the source and output topics must exist (with the configured
+    # partition count) before the consumer subscribes, or it ignores them.
+    names = [s.topics.name(t) for t in ("ingest", "events", "dead_letter", "segment_state")]
+    asyncio.run(ensure_topics(bootstrap_of(s.kafka.brokers), names, s))
+    pipe = build_app(s, graph)
     w = faust.Worker(
         pipe.app,
         loglevel=s.log_level,
