@@ -40,15 +40,18 @@ class _Progress:
         self._t0 = time.monotonic()
 
     def show(self, force: bool = False) -> None:
+        """One status line: rewritten in place on a terminal, a new line every 5 s otherwise."""
         now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.5):
+        tty = sys.stderr.isatty()
+        if not self.enabled or (not force and now - self._last < (0.5 if tty else 5.0)):
             return
         self._last = now
         rate = self.accounted / max(now - self._t0, 1e-9)
-        sys.stderr.write(
-            f"\rpublished {self.published:>7,}/{self.total:,}  accounted {self.accounted:>7,} "
-            f"({self.accounted / max(self.total, 1):6.1%})  states {self.states:>6,}  {rate:8,.0f} ev/s "
+        line = (
+            f"published {self.published:>7,}/{self.total:,}  accounted {self.accounted:>7,} "
+            f"({self.accounted / max(self.total, 1):6.1%})  states {self.states:>6,}  {rate:8,.0f} ev/s"
         )
+        sys.stderr.write(f"\r{line} " if tty else line + "\n")
         sys.stderr.flush()
 
 
@@ -96,7 +99,12 @@ async def _publish_kafka(lines: list[bytes], settings: Settings, progress: _Prog
     try:
         topic = settings.topics.name("ingest")
         for raw in lines:
-            await producer.send(topic, raw)
+            # keyed by segment, as devices producing to Kafka should: one partition per segment keeps its order
+            try:
+                key = str(orjson.loads(raw).get("segment_id", "")).encode() or None
+            except (orjson.JSONDecodeError, AttributeError):
+                key = None
+            await producer.send(topic, raw, key=key)
             progress.published += 1
         await producer.flush()
     finally:
@@ -209,7 +217,7 @@ def run_replay(
 
         states, dead = asyncio.run(main())
         progress.show(force=True)
-        if show_progress:
+        if show_progress and sys.stderr.isatty():
             sys.stderr.write("\n")
     wall = time.monotonic() - t0
     ordered = sorted(states.values(), key=lambda r: (r["ts"], r["segment_id"]))
