@@ -17,7 +17,8 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+	@echo "installing citybrain and its test extras into $(VENV) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install -e ".[test]" > $(VENV)/install.log 2>&1 || { tail -30 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from streams.records import parse_ts
 from streams.windowing import add_reading, close_windows, new_state, window_end
 
@@ -21,7 +23,7 @@ def test_window_end_assignment() -> None:
 
 def test_window_closes_when_watermark_passes_end_plus_lateness() -> None:
     st = new_state()
-    kw = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
+    kw: dict[str, Any] = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
     assert add_reading(st, ev("2025-01-06T07:30:30Z"), **kw) is None
     assert add_reading(st, ev("2025-01-06T07:31:00Z"), **kw) is None
     assert close_windows(st, "S", allowed_lateness_s=30, idle=False) == []
@@ -36,7 +38,7 @@ def test_window_closes_when_watermark_passes_end_plus_lateness() -> None:
 
 def test_duplicate_reading_is_rejected() -> None:
     st = new_state()
-    kw = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
+    kw: dict[str, Any] = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
     assert add_reading(st, ev("2025-01-06T07:30:30Z"), **kw) is None
     assert add_reading(st, ev("2025-01-06T07:30:30Z"), **kw) == "duplicate"
     assert add_reading(st, ev("2025-01-06T07:30:30Z", det="loop_b"), **kw) is None
@@ -44,7 +46,7 @@ def test_duplicate_reading_is_rejected() -> None:
 
 def test_idle_closes_every_open_window() -> None:
     st = new_state()
-    kw = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
+    kw: dict[str, Any] = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
     add_reading(st, ev("2025-01-06T07:31:00Z"), **kw)
     add_reading(st, ev("2025-01-06T07:31:30Z"), **kw)  # opens the window ending 07:32
     closed = close_windows(st, "S", allowed_lateness_s=30, idle=False)
@@ -58,7 +60,7 @@ def test_idle_closes_every_open_window() -> None:
 
 def test_out_of_order_within_lateness_is_kept() -> None:
     st = new_state()
-    kw = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
+    kw: dict[str, Any] = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
     add_reading(st, ev("2025-01-06T07:31:00Z", det="a"), **kw)
     add_reading(st, ev("2025-01-06T07:31:20Z", det="a"), **kw)
     assert add_reading(st, ev("2025-01-06T07:30:30Z", det="b"), **kw) is None  # older, window still open

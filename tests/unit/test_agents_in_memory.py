@@ -1,0 +1,60 @@
+"""The in-memory path: Faust's ``agent.test_context()`` drives an agent without a broker.
+
+The sends to other topics are captured by replacing ``Topic.send`` — a boundary that needs a running Kafka
+producer; the same agent is exercised end to end on real brokers in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+import roadnet
+from ops.settings import Settings
+from streams.app import build_app
+
+
+@pytest.fixture
+def pipe(tmp_path: Any) -> Any:
+    settings = Settings(app_id="cb-unit", data_dir=tmp_path, kafka={"brokers": "kafka://127.0.0.1:9"})  # type: ignore[arg-type]
+    return build_app(settings, roadnet.grid_city(2, 2), broker_url="kafka://127.0.0.1:9")
+
+
+async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, Any, Any]] = []
+    for name in ("events", "dead_letter"):
+        topic = getattr(pipe.topics, name)
+
+        async def capture(*, key: Any = None, value: Any = None, _name: str = name, **_: Any) -> None:
+            sent.append((_name, key, value))
+
+        monkeypatch.setattr(topic, "send", capture)
+
+    det = next(d for d in pipe.graph.graph["detectors"].values() if d["kind"] == "loop")
+    good = {
+        "type": "loop",
+        "detector_id": det["detector_id"],
+        "segment_id": det["segment_id"],
+        "lane": det["lane"],
+        "lane_index": det["lane_index"],
+        "role": det["role"],
+        "ts": "2025-01-06T07:30:00Z",
+        "interval_s": 30,
+        "count": 4,
+        "occupancy": 0.05,
+        "speed_kmh": 42.0,
+    }
+    agent = pipe.app.agents["validate-ingest"]
+    async with agent.test_context() as ctx:
+        await ctx.put(orjson.dumps(good))
+        await ctx.put(b"not json at all")
+        await ctx.put(orjson.dumps({**good, "detector_id": "loop_elsewhere"}))
+    assert [s[0] for s in sent] == ["events", "dead_letter", "dead_letter"]
+    event = orjson.loads(sent[0][2])
+    assert sent[0][1] == det["segment_id"].encode() and event["count"] == 4 and "received_at" in event
+    assert sent[1][2].reason_class == "not_json"
+    assert sent[2][2].reason_class == "unknown_device" and "loop_elsewhere" in sent[2][2].reason
+    assert pipe.ingest_metrics.invalid.labels("not_json")._value.get() == 1
+    assert pipe.ingest_metrics.valid.labels("loop")._value.get() == 1
