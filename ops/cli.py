@@ -298,6 +298,50 @@ def simulate(
     typer.echo(f"\n{n} events published ({publish})", err=True)
 
 
+net_app = typer.Typer(help="Road networks: inspect and convert.", no_args_is_help=True)
+app.add_typer(net_app, name="net")
+
+
+@net_app.command("info")
+def net_info(
+    path: Annotated[Path, typer.Argument(help="network file (format from its name/content)", exists=True)],
+) -> None:
+    """Print a summary of a road network file."""
+    from ops.net_cmd import info
+
+    typer.echo(info(path))
+
+
+@net_app.command("export")
+def net_export(
+    path: Annotated[Path, typer.Argument(help="network file", exists=True)],
+    out: Annotated[Path, typer.Option(help="output traffic-net/1.0 JSON")] = Path("network.json"),
+    geojson: Annotated[Path | None, typer.Option(help="also write GeoJSON (RFC 7946, lon/lat)")] = None,
+) -> None:
+    """Convert a network to traffic-net/1.0 JSON (and GeoJSON for maps)."""
+    from ops.net_cmd import export
+
+    typer.echo(export(path, out, geojson))
+
+
+@app.command()
+def controller(
+    stdio: Annotated[
+        bool, typer.Option("--stdio", help="speak the JSON-lines controller protocol on stdin/stdout")
+    ] = False,
+    network: Annotated[
+        Path | None, typer.Option(help="traffic-net/1.0 JSON (default: settings, then $SUMO_SCENARIO)")
+    ] = None,
+) -> None:
+    """Signal controller using the production signal-timing model (closed-loop evaluation protocol)."""
+    from ops.controller import run_stdio
+
+    if not stdio:
+        typer.echo("only --stdio is supported: see `citybrain controller --help`", err=True)
+        raise typer.Exit(2)
+    run_stdio(network or _settings().network)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
