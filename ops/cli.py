@@ -80,8 +80,7 @@ def worker() -> None:
     graph = load_network(s.network)
     # Faust only declares its internal topics; the source and output topics must exist (with the configured
     # partition count) before the consumer subscribes, or it ignores them.
-    names = [s.topics.name(t) for t in ("ingest", "events", "dead_letter", "segment_state")]
-    asyncio.run(ensure_topics(bootstrap_of(s.kafka.brokers), names, s))
+    asyncio.run(ensure_topics(bootstrap_of(s.kafka.brokers), s.topics.all_names(), s))
     pipe = build_app(s, graph)
     w = faust.Worker(
         pipe.app,

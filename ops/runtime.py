@@ -24,7 +24,7 @@ from typing import IO, Any, Self
 import networkx as nx
 
 from ops.brokers import AmqttBroker, EmbeddedBroker, TansuBroker, free_port
-from ops.settings import Settings
+from ops.settings import Settings, reveal
 
 
 def load_network(path: Path | None) -> nx.MultiDiGraph:
@@ -46,18 +46,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 walk(f"{prefix}__{k.upper()}" if prefix else k.upper(), v)
         elif value is None:
             return
+        elif isinstance(value, list):
+            out["CITYBRAIN_" + prefix] = json.dumps(value)
         elif isinstance(value, bool):
             out["CITYBRAIN_" + prefix] = "true" if value else "false"
         else:
             out["CITYBRAIN_" + prefix] = str(value)
 
-    data = settings.model_dump(mode="json")
-    for group in ("kafka", "mqtt"):
-        for name in type(getattr(settings, group)).model_fields:
-            secret = getattr(getattr(settings, group), name)
-            if hasattr(secret, "get_secret_value"):
-                data[group][name] = secret.get_secret_value()
-    walk("", data)
+    walk("", reveal(settings))
     return out
 
 

@@ -60,6 +60,34 @@ class MqttSettings(BaseModel):
     max_payload_bytes: int = Field(8192, ge=256, description="larger device payloads are dead-lettered")
 
 
+class WebhookEndpoint(BaseModel):
+    """One webhook subscription."""
+
+    model_config = _FROZEN
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="endpoint id (also its ordering key)")
+    url: str = Field(pattern=r"^https?://", description="http(s) URL receiving POSTs")
+    secret: SecretStr = Field(description="Standard Webhooks secret, whsec_<base64>")
+    event_types: list[str] = Field(default_factory=lambda: ["*"], description="globs on alert types")
+    format: Literal["cloudevents", "cap", "alertmanager"] = "cloudevents"
+    timeout_s: float = Field(10.0, gt=0, le=60)
+
+
+class WebhookSettings(BaseModel):
+    """Webhook delivery: Kafka-backed queue, retries with exponential backoff and jitter."""
+
+    model_config = _FROZEN
+    endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+    allow_private_targets: bool = Field(
+        False, description="allow loopback/private/link-local targets (SSRF guard off); for on-site receivers"
+    )
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0],
+        description="waits between attempts; after the last, the delivery is dead-lettered",
+    )
+    jitter: float = Field(0.2, ge=0, le=1, description="± share of each wait, randomised")
+    max_retry_after_s: float = Field(3600.0, ge=0, description="cap on a receiver's Retry-After")
+
+
 class TopicSettings(BaseModel):
     """Kafka topic names. Tests prefix them to keep runs apart."""
 
@@ -69,9 +97,16 @@ class TopicSettings(BaseModel):
     events: str = "events"
     dead_letter: str = "dead-letter"
     segment_state: str = "segment-state"
+    alerts: str = "alerts"
+    webhook_deliveries: str = "webhook-deliveries"
+    webhook_dead_letter: str = "webhook-dead-letter"
 
     def name(self, which: str) -> str:
         return self.prefix + str(getattr(self, which))
+
+    def all_names(self) -> list[str]:
+        """Every topic citybrain reads or writes (with the prefix)."""
+        return [self.name(f) for f in type(self).model_fields if f != "prefix"]
 
 
 class WindowSettings(BaseModel):
@@ -119,6 +154,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()  # type: ignore[call-arg]
     topics: TopicSettings = TopicSettings()
     window: WindowSettings = WindowSettings()  # type: ignore[call-arg]
+    webhooks: WebhookSettings = WebhookSettings()  # type: ignore[call-arg]
 
     @classmethod
     def settings_customise_sources(
@@ -141,6 +177,8 @@ class Settings(BaseSettings):
 
 
 def _mask(data: Any, model: Any) -> Any:
+    if isinstance(model, list):
+        return [_mask(d, m) for d, m in zip(data, model, strict=True)]
     if isinstance(model, BaseModel):
         out: dict[str, Any] = {}
         for name in type(model).model_fields:
@@ -151,6 +189,19 @@ def _mask(data: Any, model: Any) -> Any:
                 out[name] = _mask(data[name], value)
         return out
     return data
+
+
+def reveal(value: Any) -> Any:
+    """Plain JSON-able data with secrets revealed (for handing settings to a child process)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {name: reveal(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, list | tuple):
+        return [reveal(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

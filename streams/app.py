@@ -44,6 +44,7 @@ class Pipeline:
     segments: dict[str, dict[str, Any]]
     latest_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
+    extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
 
 def device_index(graph: nx.MultiDiGraph) -> dict[str, DeviceInfo]:
@@ -143,9 +144,10 @@ def build_app(
         segments=segment_index(graph),
     )
     from streams import web
-    from streams.agents import ingest, segment_state
+    from streams.agents import ingest, segment_state, webhooks
 
     ingest.register(pipe)
     segment_state.register(pipe)
+    webhooks.register(pipe)
     web.register(pipe)
     return pipe

@@ -103,3 +103,40 @@ class WorkerMetrics:
         for c in ("watermark", "idle"):
             m.windows.labels(c)
         return m
+
+
+@dataclass
+class WebhookMetrics:
+    """Webhook delivery metrics (labels: bounded outcome names, never endpoint URLs)."""
+
+    attempts: Counter
+    deliveries: Counter
+    latency: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WebhookMetrics:
+        m = cls(
+            attempts=Counter(
+                "citybrain_webhook_attempts",
+                "HTTP attempts to deliver webhooks, by outcome (success, retry, gone, failed, refused)",
+                ["outcome"],
+                registry=registry,
+            ),
+            deliveries=Counter(
+                "citybrain_webhook_deliveries",
+                "Webhook deliveries finished, by result (delivered, failed, gone, refused, disabled, duplicate)",
+                ["result"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "citybrain_webhook_delivery_seconds",
+                "From queuing a webhook delivery to its final result",
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14400),
+                registry=registry,
+            ),
+        )
+        for o in ("success", "retry", "gone", "failed", "refused"):
+            m.attempts.labels(o)
+        for r in ("delivered", "failed", "gone", "refused", "disabled", "duplicate"):
+            m.deliveries.labels(r)
+        return m

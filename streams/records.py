@@ -320,3 +320,40 @@ def dead_letter(reason_class: str, reason: str, source: str, source_topic: str, 
         payload_preview=payload[:200].decode("utf-8", errors="replace"),
         received_at=format_ts(datetime.now(UTC).timestamp()),
     )
+
+
+class Alert(faust.Record, serializer="json", include_metadata=False):
+    """An output event for operators and other systems (topic ``alerts``, key = ``subject``).
+
+    ``event_id`` is stable for one change of one thing (e.g. ``{incident_id}:{version}``): retries and replays
+    carry the same id, which is also the webhook ``webhook-id`` and the CloudEvents ``id``. ``type`` is
+    dot-delimited (``incident.new``, ``incident.updated``, ``incident.cleared``, ``device_fault.new``, …).
+    """
+
+    event_id: str
+    type: str
+    time: str  # ISO UTC
+    subject: str  # what it is about: incident id, detector id, …
+    data: dict[str, Any]
+
+
+class WebhookDelivery(faust.Record, serializer="json", include_metadata=False):
+    """One alert queued for one endpoint (topic ``webhook-deliveries``, key = endpoint name)."""
+
+    delivery_id: str  # {endpoint}/{event_id}
+    endpoint: str
+    alert: dict[str, Any]
+    queued_at: float  # Unix s
+
+
+class WebhookDeadLetter(faust.Record, serializer="json", include_metadata=False):
+    """A delivery given up on (topic ``webhook-dead-letter``): replay it by hand once the receiver is fixed."""
+
+    delivery_id: str
+    endpoint: str
+    outcome: str  # failed | gone | refused | disabled | unknown_endpoint
+    reason: str
+    attempts: int
+    last_status: int | None
+    alert: dict[str, Any]
+    failed_at: str

@@ -48,7 +48,14 @@ def test_frozen_and_invalid() -> None:
 
 
 def test_settings_env_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = Settings(city="x1", mqtt={"host": "h", "password": "pw"}, kafka={"brokers": "kafka://a:1"})  # type: ignore[arg-type]
+    hook = {"name": "ops", "url": "https://ops.example/hook", "secret": "whsec_c2VjcmV0", "event_types": ["incident.*"]}
+    s = Settings(  # type: ignore[arg-type]
+        city="x1",
+        mqtt={"host": "h", "password": "pw"},
+        kafka={"brokers": "kafka://a:1"},
+        webhooks={"endpoints": [hook]},
+    )
+    assert s.masked()["webhooks"]["endpoints"][0]["secret"] == "**********"
     for k, v in settings_env(s).items():
         monkeypatch.setenv(k, v)
     again = Settings()
