@@ -168,7 +168,8 @@ def demo(
         typer.echo(
             f"\ncitybrain demo is up in {time.monotonic() - t0:.1f} s — {graph.number_of_edges()} segments, "
             f"{len(graph.graph['detectors'])} detectors, simulated at {speed:g}x from {start:%Y-%m-%d %H:%M} UTC\n"
-            f"  live segment states : {url}/api/segments   (first windows close after ~{90 / speed + 2:.0f} s)\n"
+            f"  console             : {url}/   (first windows close after ~{90 / speed + 2:.0f} s)\n"
+            f"  live segment states : {url}/api/snapshot   (API: {url}/api/openapi.json)\n"
             f"  worker metrics      : {url}/metrics   health: {url}/health\n"
             f"  bridge metrics      : http://127.0.0.1:{b.web_port}/metrics\n"  # type: ignore[attr-defined]
             f"  Kafka {eff.kafka.brokers}   MQTT {eff.mqtt.host}:{eff.mqtt.port}   logs: {log_dir}/\n"

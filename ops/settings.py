@@ -88,6 +88,22 @@ class WebhookSettings(BaseModel):
     max_retry_after_s: float = Field(3600.0, ge=0, description="cap on a receiver's Retry-After")
 
 
+class ApiUser(BaseModel):
+    """A person or system allowed on the API and console."""
+
+    model_config = _FROZEN
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@ -]{1,64}$")
+    token: SecretStr = Field(description="bearer token (send as Authorization: Bearer …)")
+    role: Literal["viewer", "operator"] = "viewer"
+
+
+class AuthSettings(BaseModel):
+    """API and console authentication. Without users the API is open (demo on loopback only)."""
+
+    model_config = _FROZEN
+    users: list[ApiUser] = Field(default_factory=list)
+
+
 class TopicSettings(BaseModel):
     """Kafka topic names. Tests prefix them to keep runs apart."""
 
@@ -98,6 +114,9 @@ class TopicSettings(BaseModel):
     dead_letter: str = "dead-letter"
     segment_state: str = "segment-state"
     alerts: str = "alerts"
+    operator_actions: str = "operator-actions"
+    city_summary: str = "city-summary"
+    recommendations: str = "signal-recommendations"
     webhook_deliveries: str = "webhook-deliveries"
     webhook_dead_letter: str = "webhook-dead-letter"
 
@@ -155,6 +174,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     window: WindowSettings = WindowSettings()  # type: ignore[call-arg]
     webhooks: WebhookSettings = WebhookSettings()  # type: ignore[call-arg]
+    auth: AuthSettings = AuthSettings()
+    console_history_s: float = Field(3600.0, gt=0, description="how far back the console view reads on start")
 
     @classmethod
     def settings_customise_sources(

@@ -45,6 +45,7 @@ class Pipeline:
     latest_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    console_view: Any = None
 
 
 def device_index(graph: nx.MultiDiGraph) -> dict[str, DeviceInfo]:
@@ -143,11 +144,12 @@ def build_app(
         devices=device_index(graph),
         segments=segment_index(graph),
     )
-    from streams import web
+    from streams import console_web, web
     from streams.agents import ingest, segment_state, webhooks
 
     ingest.register(pipe)
     segment_state.register(pipe)
     webhooks.register(pipe)
     web.register(pipe)
+    console_web.register(pipe)
     return pipe

@@ -1,0 +1,283 @@
+// citybrain control-centre console: plain JS, no dependencies, no CDN.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token") || localStorage.getItem("citybrain.token") || "";
+if (params.get("token")) localStorage.setItem("citybrain.token", token);
+const authHeaders = token ? { Authorization: "Bearer " + token } : {};
+const $ = (id) => document.getElementById(id);
+const svgNS = "http://www.w3.org/2000/svg";
+const state = { segments: {}, incidents: {}, recs: {}, faults: {}, summaries: [], paths: {}, net: null, selected: null };
+let view = { x: 0, y: 0, w: 1, h: 1 }, home = null;
+
+$("operator").value = localStorage.getItem("citybrain.operator") || "";
+$("operator").addEventListener("change", (e) => localStorage.setItem("citybrain.operator", e.target.value));
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, { ...opts, headers: { ...authHeaders, ...(opts.headers || {}) } });
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
+}
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function age(ts) {
+  if (!ts) return "";
+  const s = Math.max(0, (Date.now() - Date.parse(ts)) / 1000);
+  return s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h";
+}
+
+// ---- map ------------------------------------------------------------------------------------------
+function project(net) {
+  // local metres when present, else an equirectangular projection of lon/lat (metres, y up)
+  const geo = net.segments.some((s) => !s.geometry_xy_m && s.geometry_lonlat);
+  if (!geo) return (s) => s.geometry_xy_m || [];
+  const pts = net.segments.flatMap((s) => s.geometry_lonlat || []);
+  const lat0 = pts.reduce((a, p) => a + p[1], 0) / pts.length;
+  const k = Math.cos((lat0 * Math.PI) / 180) * 111320;
+  return (s) => (s.geometry_lonlat || []).map(([lon, lat]) => [lon * k, lat * 110540]);
+}
+
+function offsetLine(pts, d) {
+  // shift a polyline d metres to the right of its direction, so both directions of a road show
+  const out = [];
+  for (let i = 0; i < pts.length; i++) {
+    const a = pts[Math.max(0, i - 1)], b = pts[Math.min(pts.length - 1, i + 1)];
+    const dx = b[0] - a[0], dy = b[1] - a[1], n = Math.hypot(dx, dy) || 1;
+    out.push([pts[i][0] + (dy / n) * d, pts[i][1] - (dx / n) * d]);
+  }
+  return out;
+}
+
+function drawNetwork(net) {
+  const svg = $("map");
+  svg.innerHTML = "";
+  const geom = project(net);
+  let xs = [], ys = [];
+  const lines = net.segments.map((s) => {
+    const pts = geom(s);
+    pts.forEach((p) => { xs.push(p[0]); ys.push(p[1]); });
+    return [s, pts];
+  });
+  const minX = Math.min(...xs), maxX = Math.max(...xs), minY = Math.min(...ys), maxY = Math.max(...ys);
+  const span = Math.max(maxX - minX, maxY - minY, 1), off = span * 0.006;
+  const g = document.createElementNS(svgNS, "g");
+  g.setAttribute("transform", `scale(1,-1)`); // y north up
+  for (const [s, pts] of lines) {
+    if (pts.length < 2) continue;
+    const p = document.createElementNS(svgNS, "path");
+    const o = offsetLine(pts, off);
+    p.setAttribute("d", "M" + o.map((q) => q[0].toFixed(1) + " " + q[1].toFixed(1)).join(" L"));
+    p.setAttribute("class", "seg los-none");
+    p.style.stroke = "var(--c)";
+    p.dataset.segment = s.segment_id;
+    p.dataset.los = "none";
+    p.addEventListener("click", (e) => { e.stopPropagation(); select(s.segment_id); });
+    p.appendChild(document.createElementNS(svgNS, "title")).textContent = s.segment_id;
+    g.appendChild(p);
+    state.paths[s.segment_id] = { el: p, seg: s, mid: o[Math.floor(o.length / 2)] };
+  }
+  svg.appendChild(g);
+  const incG = document.createElementNS(svgNS, "g");
+  incG.id = "incident-marks";
+  incG.setAttribute("transform", `scale(1,-1)`);
+  svg.appendChild(incG);
+  const pad = span * 0.04;
+  home = { x: minX - pad, y: -maxY - pad, w: maxX - minX + 2 * pad, h: maxY - minY + 2 * pad };
+  setView(home);
+}
+
+function setView(v) {
+  view = { ...v };
+  $("map").setAttribute("viewBox", `${view.x} ${view.y} ${view.w} ${view.h}`);
+}
+
+function enableZoomPan() {
+  const svg = $("map");
+  svg.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = svg.getBoundingClientRect(), f = e.deltaY > 0 ? 1.2 : 1 / 1.2;
+    const mx = view.x + ((e.clientX - r.left) / r.width) * view.w, my = view.y + ((e.clientY - r.top) / r.height) * view.h;
+    setView({ x: mx - (mx - view.x) * f, y: my - (my - view.y) * f, w: view.w * f, h: view.h * f });
+  }, { passive: false });
+  let drag = null;
+  svg.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY, v: { ...view } }; svg.classList.add("dragging"); });
+  window.addEventListener("mouseup", () => { drag = null; svg.classList.remove("dragging"); });
+  window.addEventListener("mousemove", (e) => {
+    if (!drag) return;
+    const r = svg.getBoundingClientRect();
+    setView({ ...drag.v, x: drag.v.x - ((e.clientX - drag.x) / r.width) * drag.v.w, y: drag.v.y - ((e.clientY - drag.y) / r.height) * drag.v.h });
+  });
+  svg.addEventListener("click", () => { $("detail").hidden = true; state.selected = null; document.querySelectorAll("path.selected").forEach((p) => p.classList.remove("selected")); });
+  $("fit").addEventListener("click", () => home && setView(home));
+}
+
+function paintSegment(rec) {
+  state.segments[rec.segment_id] = rec;
+  const p = state.paths[rec.segment_id];
+  if (!p) return;
+  const los = rec.los || "none";
+  p.el.setAttribute("class", "seg los-" + los + (state.selected === rec.segment_id ? " selected" : ""));
+  p.el.dataset.los = los;
+  p.el.dataset.congested = rec.congested ? "1" : "0";
+  if (state.selected === rec.segment_id) showDetail(rec.segment_id);
+}
+
+function select(id) {
+  document.querySelectorAll("path.selected").forEach((p) => p.classList.remove("selected"));
+  state.selected = id;
+  state.paths[id]?.el.classList.add("selected");
+  showDetail(id);
+}
+
+function showDetail(id) {
+  const s = state.segments[id] || {}, seg = state.paths[id]?.seg || {};
+  const rows = [
+    ["level of service", s.los ?? "–"], ["speed", s.speed_kmh != null ? s.speed_kmh.toFixed(1) + " km/h" : "–"],
+    ["flow", s.flow_veh_h != null ? Math.round(s.flow_veh_h) + " veh/h" : "–"], ["occupancy", s.occupancy != null ? (100 * s.occupancy).toFixed(1) + " %" : "–"],
+    ["density", s.density_veh_km != null ? s.density_veh_km.toFixed(1) + " veh/km" : "–"], ["travel time", s.travel_time_s != null ? s.travel_time_s.toFixed(0) + " s" : "–"],
+    ["congested", s.congested ? "yes" : "no"], ["confidence", s.confidence ?? "–"], ["window end", s.ts ?? "–"],
+    ["length", seg.length_m + " m"], ["lanes", seg.lanes], ["speed limit", seg.speed_limit_kmh + " km/h"],
+  ];
+  const dets = (seg.detector_ids || []).map((d) => {
+    const f = state.faults[d];
+    return `<li>${esc(d)}${f && f.state !== "cleared" ? ` — <b>${esc(f.status || f.kind || "fault")}</b>` : ""}</li>`;
+  }).join("");
+  const d = $("detail");
+  d.innerHTML = `<h3>${esc(id)}</h3><table>${rows.map(([k, v]) => `<tr><td>${k}</td><td>${esc(v)}</td></tr>`).join("")}</table><h4>Detectors</h4><ul class="list small">${dets || "<li>none</li>"}</ul>`;
+  d.hidden = false;
+  d.dataset.segment = id;
+}
+
+// ---- side panels ------------------------------------------------------------------------------------
+async function act(kind, id, action) {
+  const note = prompt(`${action} — note for the log:`, "") ?? null;
+  if (note === null) return;
+  const operator = $("operator").value.trim() || "anonymous";
+  await api(`/api/${kind}/${encodeURIComponent(id)}/${action}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ operator, note }) });
+}
+
+function renderIncidents() {
+  const items = Object.values(state.incidents).filter((i) => i.state !== "resolved" || Date.now() - Date.parse(i.resolved_at || 0) < 3600e3);
+  items.sort((a, b) => (a.state === "cleared") - (b.state === "cleared") || String(b.detected_at).localeCompare(String(a.detected_at)));
+  $("inc-count").textContent = items.filter((i) => !["cleared", "resolved"].includes(i.state)).length + " active";
+  $("incidents").innerHTML = items.map((i) => `
+    <li class="sev-${esc(i.severity)}" data-incident="${esc(i.incident_id)}" data-state="${esc(i.state)}">
+      <b>${esc(i.kind || "incident")}</b> on <a href="#" data-seg="${esc(i.segment_id)}">${esc(i.segment_id)}</a>
+      ${i.lanes ? "lane " + esc([].concat(i.lanes).join(", ")) : ""} — ${esc(i.severity || "")}
+      <div class="meta">${esc(i.state)} · detected ${esc(age(i.detected_at))} ago${i.estimated_delay_veh_h != null ? " · delay " + Number(i.estimated_delay_veh_h).toFixed(1) + " veh·h" : ""}
+      ${i.acknowledged_by ? `<br>acknowledged by <span class="ack-by">${esc(i.acknowledged_by)}</span>${i.ack_note ? ": " + esc(i.ack_note) : ""}` : ""}
+      ${i.resolved_by ? `<br>resolved by ${esc(i.resolved_by)}${i.resolve_note ? ": " + esc(i.resolve_note) : ""}` : ""}</div>
+      ${i.state !== "resolved" ? `${i.acknowledged_by ? "" : `<button data-act="acknowledge">acknowledge</button>`} <button data-act="resolve">resolve</button>` : ""}
+    </li>`).join("") || "<li class='meta'>no incidents</li>";
+  const marks = $("incident-marks");
+  if (marks) {
+    marks.innerHTML = "";
+    for (const i of items) {
+      const p = state.paths[i.segment_id];
+      if (!p || ["cleared", "resolved"].includes(i.state)) continue;
+      const c = document.createElementNS(svgNS, "circle");
+      c.setAttribute("cx", p.mid[0]); c.setAttribute("cy", p.mid[1]); c.setAttribute("r", Math.max(view.w, view.h) * 0.012);
+      c.setAttribute("class", "incident");
+      marks.appendChild(c);
+    }
+  }
+}
+
+function renderRecs() {
+  const items = Object.values(state.recs).sort((a, b) => String(a.tls_id).localeCompare(String(b.tls_id)));
+  $("recommendations").innerHTML = items.map((r) => `
+    <li data-recommendation="${esc(r.recommendation_id)}">
+      <b>${esc(r.tls_id)}</b> cycle ${esc(Math.round(r.cycle_s))} s, greens ${esc((r.green_s || []).map((g) => Math.round(g)).join("/"))} s
+      <div class="meta">delay ${r.delay_before_s != null ? Number(r.delay_before_s).toFixed(1) : "?"} → ${r.delay_after_s != null ? Number(r.delay_after_s).toFixed(1) : "?"} s/veh · ${esc(r.reason || "")}
+      ${r.decision ? `<br>${esc(r.decision.action)}ed by ${esc(r.decision.operator)}` : ""}</div>
+      ${r.decision ? "" : `<button data-act="accept">accept</button> <button data-act="reject">reject</button>`}
+    </li>`).join("") || "<li class='meta'>no recommendations yet</li>";
+}
+
+function renderHealth() {
+  const faults = Object.values(state.faults).filter((f) => f.state !== "cleared");
+  const total = state.net ? state.net.segments.reduce((a, s) => a + (s.detector_ids || []).length, 0) : 0;
+  $("health").textContent = `${total - faults.length} of ${total} detectors healthy` + (faults.length ? ` · ${faults.length} faulty` : "");
+  $("faults").innerHTML = faults.slice(0, 50).map((f) => `<li>${esc(f.detector_id)} — ${esc(f.status || f.kind || "fault")} <span class="meta">${esc(age(f.updated_at))}</span></li>`).join("");
+}
+
+function renderSummary() {
+  const pts = state.summaries.slice(-60);
+  const svg = $("tti");
+  if (!pts.length) {
+    // no city summary stream yet: derive the index from segment states (Σ actual / Σ free-flow travel time)
+    let act = 0, free = 0, cong = 0, n = 0;
+    for (const s of Object.values(state.segments)) {
+      const seg = state.paths[s.segment_id]?.seg;
+      if (!seg || !s.speed_kmh) continue;
+      act += seg.length_m / (s.speed_kmh / 3.6); free += seg.length_m / (seg.speed_limit_kmh / 3.6); n++;
+      if (s.congested) cong++;
+    }
+    $("tti-now").textContent = free ? (act / free).toFixed(2) : "–";
+    $("kpi-congested").textContent = `${cong} congested`;
+    $("kpi-segments").textContent = `${n} segments reporting`;
+    return;
+  }
+  const vals = pts.map((p) => p.travel_time_index ?? 1);
+  const lo = Math.min(1, ...vals), hi = Math.max(...vals, lo + 0.1);
+  svg.innerHTML = `<polyline points="${vals.map((v, i) => `${(i / Math.max(1, vals.length - 1)) * 300},${80 - ((v - lo) / (hi - lo)) * 76 - 2}`).join(" ")}"></polyline>`;
+  const last = pts[pts.length - 1];
+  $("tti-now").textContent = (last.travel_time_index ?? 0).toFixed(2);
+  $("kpi-congested").textContent = last.congested_lane_km_share != null ? `${(100 * last.congested_lane_km_share).toFixed(1)} % lane-km congested` : "";
+  $("kpi-segments").textContent = `${Object.keys(state.segments).length} segments reporting`;
+}
+
+document.addEventListener("click", (e) => {
+  const b = e.target.closest("button[data-act]");
+  if (b) {
+    const inc = b.closest("[data-incident]"), rec = b.closest("[data-recommendation]");
+    if (inc) act("incidents", inc.dataset.incident, b.dataset.act).catch((err) => alert(err));
+    if (rec) act("recommendations", rec.dataset.recommendation, b.dataset.act).catch((err) => alert(err));
+  }
+  const a = e.target.closest("a[data-seg]");
+  if (a) { e.preventDefault(); select(a.dataset.seg); }
+});
+
+// ---- live -------------------------------------------------------------------------------------------
+function applyEvent(kind, rec) {
+  if (kind === "segment") paintSegment(rec);
+  else if (kind === "incident") { state.incidents[rec.incident_id] = rec; renderIncidents(); }
+  else if (kind === "recommendation") { state.recs[rec.tls_id || rec.recommendation_id] = rec; renderRecs(); }
+  else if (kind === "device_fault") { state.faults[rec.detector_id] = rec; renderHealth(); }
+  else if (kind === "summary") { state.summaries.push(rec); state.summaries = state.summaries.slice(-240); renderSummary(); }
+}
+
+async function loadSnapshot() {
+  const snap = await api("/api/snapshot");
+  snap.segments.forEach(paintSegment);
+  state.incidents = {}; snap.incidents.forEach((i) => (state.incidents[i.incident_id] = i));
+  state.recs = {}; snap.recommendations.forEach((r) => (state.recs[r.tls_id || r.recommendation_id] = r));
+  state.faults = {}; snap.device_faults.forEach((f) => (state.faults[f.detector_id] = f));
+  state.summaries = snap.summaries;
+  renderIncidents(); renderRecs(); renderHealth(); renderSummary();
+}
+
+function connect() {
+  const es = new EventSource("/api/stream" + (token ? "?token=" + encodeURIComponent(token) : ""));
+  es.addEventListener("hello", () => { $("conn").className = "conn on"; $("conn").textContent = "● live"; document.body.dataset.live = "1"; });
+  for (const kind of ["segment", "incident", "recommendation", "device_fault", "summary"]) {
+    es.addEventListener(kind, (e) => applyEvent(kind, JSON.parse(e.data)));
+  }
+  es.addEventListener("resync", () => loadSnapshot());
+  es.onerror = () => { $("conn").className = "conn off"; $("conn").textContent = "● reconnecting"; document.body.dataset.live = "0"; };
+}
+
+async function main() {
+  state.net = await api("/api/network");
+  $("city").textContent = state.net.name || "";
+  drawNetwork(state.net);
+  enableZoomPan();
+  await loadSnapshot();
+  connect();
+  setInterval(() => { $("clock").textContent = new Date().toISOString().slice(11, 19) + " UTC"; renderSummary(); }, 1000);
+}
+
+main().catch((e) => { document.body.insertAdjacentHTML("afterbegin", `<p style="color:#f66">console failed to start: ${esc(e.message)}</p>`); });

@@ -1,0 +1,212 @@
+"""The operator's view of the whole city, built from citybrain's output topics (not from this worker's partitions).
+
+Every worker runs one :class:`OutputView`: a plain aiokafka consumer (no consumer group, every partition) of
+``segment-state``, ``alerts`` and ``operator-actions``, starting ``history_s`` back in time, so any worker's web
+port serves the complete picture and it survives restarts (the topics are the store). Live changes are pushed
+to Server-Sent-Event subscribers.
+
+Operator actions (acknowledge / resolve an incident, accept / reject a recommendation) are records on
+``operator-actions`` keyed by what they act on, carrying the operator's name, note and time: the topic is the
+audit log, and replaying it rebuilds the acknowledgements after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ops.settings import Settings
+from streams.topics import bootstrap_of, kafka_client_kwargs
+
+log = logging.getLogger(__name__)
+SUBSCRIBER_QUEUE = 2000
+
+
+class OutputView:
+    """Latest state of every segment, incident, recommendation, device fault and the city summary history."""
+
+    def __init__(self, settings: Settings, history_s: float = 3600.0) -> None:
+        self.settings = settings
+        self.history_s = history_s
+        t = settings.topics
+        self.topics = {
+            t.name("segment_state"): "segment",
+            t.name("alerts"): "alert",
+            t.name("operator_actions"): "action",
+            t.name("city_summary"): "summary",
+            t.name("recommendations"): "recommendation",
+        }
+        self.segments: dict[str, dict[str, Any]] = {}
+        self.incidents: dict[str, dict[str, Any]] = {}
+        self.device_faults: dict[str, dict[str, Any]] = {}
+        self.recommendations: dict[str, dict[str, Any]] = {}
+        self.actions: list[dict[str, Any]] = []
+        self.summaries: deque[dict[str, Any]] = deque(maxlen=240)
+        self.subscribers: set[asyncio.Queue[bytes]] = set()
+        self.ready = asyncio.Event()
+        self.records_seen = 0
+
+    # -- applying records -------------------------------------------------------------------------------
+    def apply(self, kind: str, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """Fold one output record into the view; return the (event name, payload) to push, if any."""
+        if kind == "segment":
+            self.segments[rec["segment_id"]] = rec
+            return "segment", rec
+        if kind == "summary":
+            self.summaries.append(rec)
+            return "summary", rec
+        if kind == "recommendation":
+            rid = rec.get("tls_id") or rec.get("recommendation_id")
+            prev = self.recommendations.get(str(rid), {})
+            rec = {
+                **rec,
+                "decision": prev.get("decision")
+                if prev.get("recommendation_id") == rec.get("recommendation_id")
+                else None,
+            }
+            self.recommendations[str(rid)] = rec
+            return "recommendation", rec
+        if kind == "alert":
+            typ = str(rec.get("type", ""))
+            data = dict(rec.get("data") or {})
+            if typ.startswith("incident."):
+                iid = str(data.get("incident_id") or rec.get("subject"))
+                prev = self.incidents.get(iid, {})
+                inc = {**prev, **data, "incident_id": iid, "state": typ.split(".", 1)[1], "updated_at": rec.get("time")}
+                inc.setdefault("acknowledged_by", None)
+                self.incidents[iid] = inc
+                return "incident", inc
+            if typ.startswith("device_fault."):
+                did = str(data.get("detector_id") or rec.get("subject"))
+                fault = {**data, "detector_id": did, "state": typ.split(".", 1)[1], "updated_at": rec.get("time")}
+                self.device_faults[did] = fault
+                return "device_fault", fault
+            return None
+        if kind == "action":
+            self.actions.append(rec)
+            target = str(rec.get("target_id"))
+            if rec.get("target") == "incident":
+                inc = self.incidents.setdefault(target, {"incident_id": target, "state": "unknown"})
+                if rec.get("action") == "acknowledge":
+                    inc["acknowledged_by"] = rec.get("operator")
+                    inc["acknowledged_at"] = rec.get("at")
+                    inc["ack_note"] = rec.get("note")
+                elif rec.get("action") == "resolve":
+                    inc["resolved_by"] = rec.get("operator")
+                    inc["resolved_at"] = rec.get("at")
+                    inc["resolve_note"] = rec.get("note")
+                    inc["state"] = "resolved"
+                return "incident", inc
+            if rec.get("target") == "recommendation":
+                for r in self.recommendations.values():
+                    if r.get("recommendation_id") == target:
+                        r["decision"] = {
+                            "action": rec.get("action"),
+                            "operator": rec.get("operator"),
+                            "at": rec.get("at"),
+                        }
+                        return "recommendation", r
+            return None
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "segments": list(self.segments.values()),
+            "incidents": list(self.incidents.values()),
+            "device_faults": list(self.device_faults.values()),
+            "recommendations": list(self.recommendations.values()),
+            "summaries": list(self.summaries),
+        }
+
+    # -- live push ----------------------------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[bytes]:
+        q: asyncio.Queue[bytes] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[bytes]) -> None:
+        self.subscribers.discard(q)
+
+    def publish(self, event: str, payload: dict[str, Any]) -> None:
+        frame = b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+        for q in list(self.subscribers):
+            try:
+                q.put_nowait(frame)
+            except asyncio.QueueFull:  # a slow client: tell it to reload the snapshot
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    while True:
+                        q.get_nowait()
+                q.put_nowait(b"event: resync\ndata: {}\n\n")
+
+    # -- consuming ------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Consume the output topics forever (until cancelled), reconnecting on errors."""
+        delay = 1.0
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker gone: retry with backoff, keep serving what we have
+                log.warning("console view consumer failed (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _consume(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_of(s.kafka.brokers),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **kafka_client_kwargs(s),
+        )
+        await consumer.start()
+        try:
+            parts: list[TopicPartition] = []
+            for topic in self.topics:
+                for p in sorted(consumer.partitions_for_topic(topic) or await self._partitions(consumer, topic)):
+                    parts.append(TopicPartition(topic, p))
+            consumer.assign(parts)
+            since_ms = int((time.time() - self.history_s) * 1000)
+            offsets = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
+            for tp in parts:
+                found = offsets.get(tp)
+                if found is not None:
+                    consumer.seek(tp, found.offset)
+                else:
+                    await consumer.seek_to_end(tp)
+            self.ready.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+                for tp, msgs in batch.items():
+                    kind = self.topics[tp.topic]
+                    for msg in msgs:
+                        self.records_seen += 1
+                        try:
+                            rec = orjson.loads(msg.value or b"null")
+                        except orjson.JSONDecodeError:
+                            continue
+                        if not isinstance(rec, dict):
+                            continue
+                        pushed = self.apply(kind, rec)
+                        if pushed is not None:
+                            self.publish(*pushed)
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+        for _ in range(50):
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return set(parts)
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"topic {topic} has no partitions")
