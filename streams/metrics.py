@@ -64,6 +64,7 @@ class WorkerMetrics:
     latency: Histogram
     windows: Counter
     open_windows: Gauge
+    device_faults: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -95,6 +96,12 @@ class WorkerMetrics:
             open_windows=Gauge(
                 "citybrain_open_windows", "Segment windows currently open on this worker", registry=registry
             ),
+            device_faults=Counter(
+                "citybrain_device_health_changes",
+                "Detector health changes, by new status (silent, stuck, implausible, disagrees, cleared)",
+                ["status"],
+                registry=registry,
+            ),
         )
         for k in KINDS:
             m.applied.labels(k)
@@ -102,6 +109,8 @@ class WorkerMetrics:
             m.rejected.labels(r)
         for c in ("watermark", "idle"):
             m.windows.labels(c)
+        for st in ("silent", "stuck", "implausible", "disagrees", "cleared"):
+            m.device_faults.labels(st)
         return m
 
 

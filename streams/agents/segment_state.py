@@ -29,8 +29,10 @@ import faust
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
+from models.congestion import estimate_window, segment_models_from_graph
+from models.detector_health import assess_window, new_health_state
 from models.segment_state import estimate_segment_state
-from streams.records import SegmentState, dead_letter, format_ts
+from streams.records import Alert, SegmentState, dead_letter, format_ts
 from streams.windowing import ClosedWindow, add_reading, close_windows, new_state
 
 if TYPE_CHECKING:
@@ -89,13 +91,51 @@ def register(pipe: Pipeline) -> None:
     last_seen: dict[bytes, float] = {}
     last_rescan = [0.0]
 
-    def build_record(cw: ClosedWindow) -> SegmentState:
-        seg = pipe.segments.get(cw.segment_id, DEFAULT_SEGMENT)
-        est = estimate_segment_state(
-            cw.readings, length_m=seg["length_m"], lanes=seg["lanes"], speed_limit_kmh=seg["speed_limit_kmh"]
-        )
+    seg_models = segment_models_from_graph(pipe.graph)
+    alerts_topic = app.topic(settings.topics.name("alerts"), key_type=str, value_type=Alert)
+
+    def estimate(state: dict[str, Any], cw: ClosedWindow) -> tuple[SegmentState, list[Alert]]:
+        """``estimate`` step: detector health, then the congestion model, carrying their state per segment."""
+        model = seg_models.get(cw.segment_id)
         ts = format_ts(cw.end_s)
-        return SegmentState(
+        alerts: list[Alert] = []
+        if model is None:  # a segment the graph does not know (cannot pass validation, kept for safety)
+            seg = pipe.segments.get(cw.segment_id, DEFAULT_SEGMENT)
+            est = estimate_segment_state(
+                cw.readings, length_m=seg["length_m"], lanes=seg["lanes"], speed_limit_kmh=seg["speed_limit_kmh"]
+            )
+        else:
+            health = state.get("h") or new_health_state()
+            status, excluded = assess_window(cw.readings, model, health, now_s=float(cw.end_s))
+            est, state["f"] = estimate_window(
+                cw.readings, model, state.get("f"), excluded=excluded, end_s=float(cw.end_s), window_s=w.size_s
+            )
+            state["h"] = health
+            before: dict[str, str] = state.get("bad") or {}
+            now_bad = {d: st for d, st in status.items() if st != "ok"}
+            for det in sorted(set(before) | set(now_bad)):
+                old, new = before.get(det, "ok"), now_bad.get(det, "ok")
+                if old == new:
+                    continue
+                kind = (
+                    "device_fault.cleared"
+                    if new == "ok"
+                    else "device_fault.new"
+                    if old == "ok"
+                    else "device_fault.updated"
+                )
+                alerts.append(
+                    Alert(
+                        event_id=f"{det}:{new}@{ts}",
+                        type=kind,
+                        time=ts,
+                        subject=det,
+                        data={"detector_id": det, "segment_id": cw.segment_id, "status": new, "previous": old},
+                    )
+                )
+                metrics.device_faults.labels(new if new != "ok" else "cleared").inc()
+            state["bad"] = now_bad
+        rec = SegmentState(
             state_id=f"{cw.segment_id}@{ts}",
             segment_id=cw.segment_id,
             ts=ts,
@@ -105,13 +145,23 @@ def register(pipe: Pipeline) -> None:
             emitted_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             **est.as_dict(),
         )
+        return rec, alerts
 
-    async def emit(closed: list[ClosedWindow]) -> None:
+    def close(state: dict[str, Any], key: bytes, idle: bool) -> list[tuple[SegmentState, list[Alert], str]]:
+        closed = close_windows(state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=idle)
+        out = []
         for cw in closed:
-            rec = build_record(cw)
-            await topics.segment_state.send(key=cw.segment_id, value=rec)
-            pipe.latest_states[cw.segment_id] = rec.asdict()
-            metrics.windows.labels(cw.closed_by).inc()
+            rec, alerts = estimate(state, cw)
+            out.append((rec, alerts, cw.closed_by))
+        return out
+
+    async def emit(results: list[tuple[SegmentState, list[Alert], str]]) -> None:
+        for rec, alerts, closed_by in results:
+            await topics.segment_state.send(key=rec.segment_id, value=rec)
+            for alert in alerts:
+                await alerts_topic.send(key=alert.subject, value=alert)
+            pipe.latest_states[rec.segment_id] = rec.asdict()
+            metrics.windows.labels(closed_by).inc()
 
     async def reject(reason: str, raw: bytes) -> None:
         metrics.rejected.labels(reason).inc()
@@ -149,10 +199,10 @@ def register(pipe: Pipeline) -> None:
                         metrics.latency.observe(max(0.0, time.time() - received))
                 if not changed:
                     continue
-                closed = close_windows(state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=False)
+                results = close(state, key, idle=False)
                 table[key] = state
                 last_seen[key] = time.monotonic()
-                await emit(closed)
+                await emit(results)
 
     @app.timer(w.flush_interval_s, name="window-idle-flush")
     async def window_idle_flush() -> None:
@@ -173,10 +223,10 @@ def register(pipe: Pipeline) -> None:
             if not state:
                 last_seen.pop(key, None)
                 continue
-            closed = close_windows(state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=True)
-            if closed:
+            results = close(state, key, idle=True)
+            if results:
                 table[key] = state
-                await emit(closed)
+                await emit(results)
             if not state["open"]:
                 last_seen.pop(key, None)
 
