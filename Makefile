@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help
+.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval-congestion eval-deps
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -39,6 +39,9 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q
 
+test-e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e -q
+
 test: lint typecheck $(STAMP)
 	$(PY) -m pytest tests -q -ra
 
@@ -46,6 +49,13 @@ test: lint typecheck $(STAMP)
 test-kafka: $(STAMP)
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { echo "mosquitto missing: apt-get install -y mosquitto"; exit 2; }
 	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/integration -q -ra
+
+# Evaluations against the shared SUMO harness (need SUMO_PY: a Python with ../shared/eval/sumo/requirements.txt)
+eval-deps: $(STAMP)
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[eval]"
+
+eval-congestion: eval-deps
+	$(PY) -m bench.eval_states --table docs/eval/congestion.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -232,6 +232,8 @@ def replay(
     via: Annotated[str, typer.Option(help="mqtt (as devices would) or kafka (devices producing to Kafka)")] = "mqtt",
     timeout_s: Annotated[float, typer.Option(help="give up when nothing progresses for this long")] = 120.0,
     keep_logs: Annotated[Path | None, typer.Option(help="folder for the worker/bridge/broker logs")] = None,
+    faults: Annotated[float, typer.Option(help="share of loops made faulty first (silent/stuck), 0-1")] = 0.0,
+    fault_seed: Annotated[int, typer.Option(help="which loops (seed)")] = 1,
 ) -> None:
     """Push an events file through the real pipeline (brokers, bridge, worker) and write every segment-state.
 
@@ -243,7 +245,9 @@ def replay(
         typer.echo("--via must be mqtt or kafka", err=True)
         raise typer.Exit(2)
     s = _settings(network=network)
-    result = run_replay(s, events, states_out, via=via, timeout_s=timeout_s, log_dir=keep_logs)
+    result = run_replay(
+        s, events, states_out, via=via, timeout_s=timeout_s, log_dir=keep_logs, faults=faults, fault_seed=fault_seed
+    )
     typer.echo(json.dumps(result, indent=2))
     if result["unaccounted"] != 0:
         raise typer.Exit(1)

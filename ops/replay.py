@@ -164,8 +164,15 @@ def run_replay(
     timeout_s: float = 120.0,
     log_dir: Path | None = None,
     show_progress: bool = True,
+    faults: float = 0.0,
+    fault_seed: int = 1,
+    fault_kinds: tuple[str, ...] = ("silent", "stuck"),
 ) -> dict[str, Any]:
-    """Replay ``events`` through the pipeline; return the accounting summary (see module doc)."""
+    """Replay ``events`` through the pipeline; return the accounting summary (see module doc).
+
+    ``faults`` > 0 makes that share of the network's loops faulty first (``sensors_sim.faults``), as devices
+    would report them.
+    """
     run_id = uuid.uuid4().hex[:8]
     s = settings.model_copy(
         update={
@@ -176,6 +183,15 @@ def run_replay(
         }
     )
     lines = [ln.strip() for ln in events.read_bytes().splitlines() if ln.strip()]
+    fault_map: dict[str, str] = {}
+    if faults > 0:
+        from ops.runtime import load_network
+        from sensors_sim.faults import apply_faults, choose_faults
+
+        graph = load_network(settings.network)
+        loops = [d for d, rec in graph.graph["detectors"].items() if rec["kind"] == "loop"]
+        fault_map = choose_faults(loops, faults, fault_seed, kinds=fault_kinds)
+        lines = [orjson.dumps(ev) for ev in apply_faults((orjson.loads(ln) for ln in lines), fault_map)]
     total = len(lines)
     progress = _Progress(total, show_progress)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="citybrain-replay-"))
@@ -236,6 +252,7 @@ def run_replay(
         "wall_s": round(wall, 1),
         "startup_s": round(t_ready, 1),
         "events_per_s": round(total / max(wall - t_ready, 1e-9)),
+        "faulty_loops": len(fault_map),
         "states_out": str(states_out),
         "logs": str(log_dir),
     }

@@ -152,9 +152,7 @@ function showDetail(id) {
 }
 
 // ---- side panels ------------------------------------------------------------------------------------
-async function act(kind, id, action) {
-  const note = prompt(`${action} — note for the log:`, "") ?? null;
-  if (note === null) return;
+async function act(kind, id, action, note) {
   const operator = $("operator").value.trim() || "anonymous";
   await api(`/api/${kind}/${encodeURIComponent(id)}/${action}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ operator, note }) });
 }
@@ -170,7 +168,7 @@ function renderIncidents() {
       <div class="meta">${esc(i.state)} · detected ${esc(age(i.detected_at))} ago${i.estimated_delay_veh_h != null ? " · delay " + Number(i.estimated_delay_veh_h).toFixed(1) + " veh·h" : ""}
       ${i.acknowledged_by ? `<br>acknowledged by <span class="ack-by">${esc(i.acknowledged_by)}</span>${i.ack_note ? ": " + esc(i.ack_note) : ""}` : ""}
       ${i.resolved_by ? `<br>resolved by ${esc(i.resolved_by)}${i.resolve_note ? ": " + esc(i.resolve_note) : ""}` : ""}</div>
-      ${i.state !== "resolved" ? `${i.acknowledged_by ? "" : `<button data-act="acknowledge">acknowledge</button>`} <button data-act="resolve">resolve</button>` : ""}
+      ${i.state !== "resolved" ? `<input class="note" placeholder="note for the log" size="18"> ${i.acknowledged_by ? "" : `<button data-act="acknowledge">acknowledge</button>`} <button data-act="resolve">resolve</button>` : ""}
     </li>`).join("") || "<li class='meta'>no incidents</li>";
   const marks = $("incident-marks");
   if (marks) {
@@ -193,7 +191,7 @@ function renderRecs() {
       <b>${esc(r.tls_id)}</b> cycle ${esc(Math.round(r.cycle_s))} s, greens ${esc((r.green_s || []).map((g) => Math.round(g)).join("/"))} s
       <div class="meta">delay ${r.delay_before_s != null ? Number(r.delay_before_s).toFixed(1) : "?"} → ${r.delay_after_s != null ? Number(r.delay_after_s).toFixed(1) : "?"} s/veh · ${esc(r.reason || "")}
       ${r.decision ? `<br>${esc(r.decision.action)}ed by ${esc(r.decision.operator)}` : ""}</div>
-      ${r.decision ? "" : `<button data-act="accept">accept</button> <button data-act="reject">reject</button>`}
+      ${r.decision ? "" : `<input class="note" placeholder="note" size="12"> <button data-act="accept">accept</button> <button data-act="reject">reject</button>`}
     </li>`).join("") || "<li class='meta'>no recommendations yet</li>";
 }
 
@@ -234,8 +232,10 @@ document.addEventListener("click", (e) => {
   const b = e.target.closest("button[data-act]");
   if (b) {
     const inc = b.closest("[data-incident]"), rec = b.closest("[data-recommendation]");
-    if (inc) act("incidents", inc.dataset.incident, b.dataset.act).catch((err) => alert(err));
-    if (rec) act("recommendations", rec.dataset.recommendation, b.dataset.act).catch((err) => alert(err));
+    const note = (b.parentElement.querySelector("input.note")?.value || "").trim();
+    b.disabled = true;
+    if (inc) act("incidents", inc.dataset.incident, b.dataset.act, note).catch((err) => alert(err));
+    if (rec) act("recommendations", rec.dataset.recommendation, b.dataset.act, note).catch((err) => alert(err));
   }
   const a = e.target.closest("a[data-seg]");
   if (a) { e.preventDefault(); select(a.dataset.seg); }
