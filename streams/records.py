@@ -287,6 +287,7 @@ class SegmentState(faust.Record, serializer="json", include_metadata=False):
     sources: list[str]
     closed_by: str  # "watermark" | "idle"
     emitted_at: str
+    excluded_detectors: list[str]  # unhealthy detectors whose readings the estimate left out
 
 
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):

@@ -99,6 +99,7 @@ def register(pipe: Pipeline) -> None:
         model = seg_models.get(cw.segment_id)
         ts = format_ts(cw.end_s)
         alerts: list[Alert] = []
+        excluded: frozenset[str] = frozenset()
         if model is None:  # a segment the graph does not know (cannot pass validation, kept for safety)
             seg = pipe.segments.get(cw.segment_id, DEFAULT_SEGMENT)
             est = estimate_segment_state(
@@ -143,7 +144,8 @@ def register(pipe: Pipeline) -> None:
             window_s=w.size_s,
             closed_by=cw.closed_by,
             emitted_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            **est.as_dict(),
+            excluded_detectors=sorted(excluded),
+            **{**est.as_dict(), "n_readings": len(cw.readings)},  # every reading of the window, used or not
         )
         return rec, alerts
 
