@@ -302,6 +302,35 @@ def simulate(
     typer.echo(f"\n{n} events published ({publish})", err=True)
 
 
+@app.command()
+def route(
+    origin: Annotated[str, typer.Argument(help="origin intersection id")],
+    destination: Annotated[str, typer.Argument(help="destination intersection id")],
+    url: Annotated[str, typer.Option(help="a worker's web address")] = "http://127.0.0.1:6066",
+    token: Annotated[str | None, typer.Option(help="API token (viewer)", envvar="CITYBRAIN_TOKEN")] = None,
+) -> None:
+    """Fastest route between two intersections and its expected travel time, from the live state."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    q = urllib.parse.urlencode({"from": origin, "to": destination})
+    req = urllib.request.Request(
+        f"{url.rstrip('/')}/api/route?{q}", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            res = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        typer.echo(f"citybrain route: {json.loads(exc.read() or b'{}').get('error', exc)}", err=True)
+        raise typer.Exit(1) from None
+    free = res["free_flow_travel_time_s"]
+    typer.echo(
+        f"{origin} → {destination}: {res['travel_time_s']:.0f} s expected (free flow {free:.0f} s), "
+        f"{res['length_m'] / 1000:.2f} km via {' '.join(res['segments'])}"
+    )
+
+
 net_app = typer.Typer(help="Road networks: inspect and convert.", no_args_is_help=True)
 app.add_typer(net_app, name="net")
 

@@ -145,11 +145,12 @@ def build_app(
         segments=segment_index(graph),
     )
     from streams import console_web, web
-    from streams.agents import ingest, segment_state, webhooks
+    from streams.agents import city, ingest, segment_state, webhooks
 
     ingest.register(pipe)
     segment_state.register(pipe)
     webhooks.register(pipe)
     web.register(pipe)
     console_web.register(pipe)
+    city.register(pipe)
     return pipe

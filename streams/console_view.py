@@ -27,6 +27,7 @@ from streams.topics import bootstrap_of, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 SUBSCRIBER_QUEUE = 2000
+MAX_WINDOWS = 15
 
 
 class OutputView:
@@ -49,6 +50,9 @@ class OutputView:
         self.recommendations: dict[str, dict[str, Any]] = {}
         self.actions: list[dict[str, Any]] = []
         self.summaries: deque[dict[str, Any]] = deque(maxlen=240)
+        # recent windows: window end → segment → state, and when each window last changed (monotonic s)
+        self.windows: dict[str, dict[str, dict[str, Any]]] = {}
+        self.window_touched: dict[str, float] = {}
         self.subscribers: set[asyncio.Queue[bytes]] = set()
         self.ready = asyncio.Event()
         self.records_seen = 0
@@ -57,7 +61,15 @@ class OutputView:
     def apply(self, kind: str, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """Fold one output record into the view; return the (event name, payload) to push, if any."""
         if kind == "segment":
-            self.segments[rec["segment_id"]] = rec
+            prev = self.segments.get(rec["segment_id"])
+            if prev is None or str(prev.get("ts", "")) <= str(rec.get("ts", "")):
+                self.segments[rec["segment_id"]] = rec
+            ts = str(rec.get("ts"))
+            self.windows.setdefault(ts, {})[rec["segment_id"]] = rec
+            self.window_touched[ts] = time.monotonic()
+            for old in sorted(self.windows)[:-MAX_WINDOWS]:
+                self.windows.pop(old, None)
+                self.window_touched.pop(old, None)
             return "segment", rec
         if kind == "summary":
             self.summaries.append(rec)

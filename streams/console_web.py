@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import networkx as nx
 import orjson
 from aiohttp import web
 
+from models.indicators import current_travel_times_s, route_travel_time
 from streams.console_view import OutputView
 
 if TYPE_CHECKING:
@@ -173,6 +175,18 @@ def register(pipe: Pipeline) -> OutputView:
         await actions_topic.send(key=rec["target_id"], value=orjson.dumps(rec))
         return web.json_response(rec, status=202)
 
+    async def route(request: web.Request) -> web.Response:
+        origin, dest = request.query.get("from", ""), request.query.get("to", "")
+        if not origin or not dest:
+            return web.json_response({"error": "give ?from=<intersection>&to=<intersection>"}, status=400)
+        try:
+            res = route_travel_time(pipe.graph, origin, dest, current_travel_times_s(pipe.graph, view.segments))
+        except nx.NodeNotFound as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        except nx.NetworkXNoPath:
+            return web.json_response({"error": f"no route from {origin} to {dest}"}, status=422)
+        return web.json_response(res)
+
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
@@ -183,6 +197,7 @@ def register(pipe: Pipeline) -> OutputView:
     web_app.router.add_get("/api/snapshot", snapshot)
     web_app.router.add_get("/api/stream", stream)
     web_app.router.add_post("/api/{kind:incidents|recommendations}/{id}/{action}", act)
+    web_app.router.add_get("/api/route", route)
     web_app.router.add_get("/api/openapi.json", openapi)
     pipe.console_view = view
     return view
@@ -229,6 +244,15 @@ OPENAPI: dict[str, Any] = {
             "get": _op("Whole-city view: segments, incidents, device faults, recommendations, summaries")
         },
         "/api/stream": {"get": _op("Server-Sent Events of every change")},
+        "/api/route": {
+            "get": {
+                **_op("Fastest route and its expected travel time on the live state"),
+                "parameters": [
+                    {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+            }
+        },
         "/api/incidents/{id}/acknowledge": {
             "post": _op("Acknowledge an incident", params=["id"], body=True, role="operator")
         },

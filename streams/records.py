@@ -358,3 +358,19 @@ class WebhookDeadLetter(faust.Record, serializer="json", include_metadata=False)
     last_status: int | None
     alert: dict[str, Any]
     failed_at: str
+
+
+class CitySummary(faust.Record, serializer="json", include_metadata=False):
+    """City indicators of one window (topic ``city-summary``, key = city). ``summary_id`` = ``{city}@{ts}``."""
+
+    summary_id: str
+    city: str
+    ts: str  # window end, ISO UTC
+    window_s: int
+    travel_time_index: float | None
+    congested_lane_km_share: float | None
+    mean_speed_kmh: float | None
+    segments_reporting: int
+    segments_total: int
+    lane_km_reporting: float
+    worst: list[dict[str, Any]]

@@ -166,3 +166,24 @@ def test_late_and_duplicate_readings_are_dead_lettered_not_dropped(running: Runn
     reasons = sorted(r["reason_class"] for r in dead if r["source"] == "window")
     assert reasons == ["duplicate", "late"]
     assert metric_value(running.worker_url, "citybrain_events_rejected_total", {"reason": "late"}) == 1
+
+
+def test_city_summary_and_live_route_follow_the_states(running: RunningStack) -> None:
+    # runs after the exact-values test: its window 07:30-07:31 holds only A1left1 (40.064 km/h, 840 veh/h)
+    s = running.settings
+    summaries = consume_until(
+        s.kafka.brokers.removeprefix("kafka://"),
+        s.topics.name("city_summary"),
+        lambda rs: any(r["ts"] == "2025-01-06T07:31:00Z" for r in rs),
+    )
+    (summary,) = [r for r in summaries if r["ts"] == "2025-01-06T07:31:00Z"]
+    assert summary["summary_id"] == f"{s.city}@2025-01-06T07:31:00Z"
+    assert summary["segments_reporting"] == 1 and summary["segments_total"] == 80
+    assert summary["travel_time_index"] == pytest.approx(50 / 40.064, abs=1e-3)  # one segment: limit / speed
+    from ops.runtime import http_json
+
+    status, route = http_json(running.worker_url + "/api/route?from=A1&to=left1")
+    assert status == 200 and route["segments"] == ["A1left1"]
+    assert route["travel_time_s"] == pytest.approx(300 / (40.064 / 3.6), abs=0.1)
+    status, err = http_json(running.worker_url + "/api/route?from=A1&to=nowhere")
+    assert status == 404 and "nowhere" in err["error"]

@@ -1,0 +1,78 @@
+"""Timer ``city-indicators`` (leader only): one ``city-summary`` per window from the whole-city output view.
+
+The output view (``streams/console_view.py``) reads every partition of ``segment-state`` on every worker, so the
+leader alone can compute city indicators without a repartition. A window is summarised once all segments of the
+graph have reported, or when two newer windows exist, or when it has not changed for ``QUIET_S`` seconds. The
+summary id is ``{city}@{window end}``: a new leader after a rebalance may publish a recent window again, with the
+same id.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import Gauge
+
+from models.indicators import city_indicators
+from streams.records import CitySummary
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+QUIET_S = 10.0
+
+
+def register(pipe: Pipeline) -> None:
+    app, settings = pipe.app, pipe.settings
+    topic = app.topic(settings.topics.name("city_summary"), key_type=str, value_type=CitySummary)
+    tti = Gauge(
+        "citybrain_city_travel_time_index", "Flow-weighted travel-time index of the last window", registry=pipe.registry
+    )
+    cong = Gauge(
+        "citybrain_city_congested_lane_km_ratio",
+        "Share of lane-km congested in the last window",
+        registry=pipe.registry,
+    )
+    published: set[str] = set()
+    n_total = len(pipe.segments)
+
+    @app.timer(2.0, on_leader=True, name="city-indicators")
+    async def city_indicators_timer() -> None:
+        view = pipe.console_view
+        if view is None:
+            return
+        windows = sorted(view.windows)
+        now = time.monotonic()
+        for i, ts in enumerate(windows):
+            if ts in published:
+                continue
+            states = view.windows[ts]
+            complete = len(states) >= n_total
+            superseded = len(windows) - i > 2
+            quiet = now - view.window_touched.get(ts, now) > QUIET_S
+            if not (complete or superseded or quiet):
+                continue
+            ind = city_indicators(states.values(), pipe.segments)
+            rec = CitySummary(
+                summary_id=f"{settings.city}@{ts}",
+                city=settings.city,
+                ts=ts,
+                window_s=settings.window.size_s,
+                travel_time_index=ind["travel_time_index"],
+                congested_lane_km_share=ind["congested_lane_km_share"],
+                mean_speed_kmh=ind["mean_speed_kmh"],
+                segments_reporting=ind["segments_reporting"],
+                segments_total=n_total,
+                lane_km_reporting=ind["lane_km_reporting"],
+                worst=ind["worst"],
+            )
+            await topic.send(key=settings.city, value=rec)
+            published.add(ts)
+            if ts == windows[-1] or i == len(windows) - 1 or superseded:
+                if ind["travel_time_index"] is not None:
+                    tti.set(ind["travel_time_index"])
+                if ind["congested_lane_km_share"] is not None:
+                    cong.set(ind["congested_lane_km_share"])
+        if len(published) > 1000:
+            published.intersection_update(windows)
