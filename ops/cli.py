@@ -376,9 +376,15 @@ def controller(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: a bad network file is one clear line, not a traceback."""
+    from roadnet import RoadnetError
+
     os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
-    app()
+    try:
+        app()
+    except RoadnetError as exc:
+        typer.echo(f"citybrain: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ from ops.settings import Settings, reveal
 
 
 def load_network(path: Path | None) -> nx.MultiDiGraph:
-    """The road graph: ``path`` (traffic-net/1.0 JSON) or, without one, the generated demo city."""
+    """The road graph: ``path`` (traffic-net JSON, SUMO .net.xml, CityFlow, CBEngine, OSM) or the demo city."""
     import roadnet
 
     if path is None:
         return roadnet.grid_city()
-    return roadnet.load_trafficnet(path)
+    return roadnet.load_network(path)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

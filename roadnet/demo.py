@@ -7,24 +7,14 @@ from typing import Any
 import networkx as nx
 
 from roadnet.graph import SCHEMA, index_segments, validate_graph
-
-SAT_FLOW_VEH_H_PER_LANE = 1800.0
-YELLOW_S = 3.0
-LOOP_INTERVAL_S = 30.0
-CAMERA_INTERVAL_S = 60.0
-CAMERA_ZONE_M = 100.0
-STOP_LINE_SETBACK_M = 5.0
-
-
-def _lane_turns(lanes: int, index: int) -> list[str]:
-    """Turns allowed from one lane into a 4-way junction (right-hand traffic, lane 0 rightmost)."""
-    if lanes == 1:
-        return ["l", "r", "s"]
-    if index == 0:
-        return ["r", "s"]
-    if index == lanes - 1:
-        return ["l", "s"]
-    return ["s"]
+from roadnet.layout import (
+    STOP_LINE_SETBACK_M,
+    YELLOW_S,
+    capacity_veh_h,
+    default_signal_plan,
+    lane_turns,
+    segment_detectors,
+)
 
 
 def grid_city(
@@ -49,7 +39,8 @@ def grid_city(
     signalised approaches a stop-line loop per lane ``loop_stop_<lane_id>`` 5 m before the stop line (30 s)
     and a camera ``cam_<segment_id>`` covering the last 100 m (60 s). Capacity is
     ``lanes * 1800 * green ratio`` veh/h on signalised approaches (ratio rounded to 3 decimals, capacity
-    to the vehicle, as in the SUMO scenario), ``lanes * 1800`` otherwise.
+    to the vehicle, as in the SUMO scenario), ``lanes * 1800`` otherwise. Detectors, plan and capacity follow
+    the rules every importer shares (:mod:`roadnet.layout`).
 
     Parameters
     ----------
@@ -130,45 +121,10 @@ def grid_city(
         signalised = tls_id is not None
         lane_ids = [f"{sid}_{i}" for i in range(lanes)]
         det_ids: list[str] = []
-        for i, lid in enumerate(lane_ids):
-            mid = round(spacing_m / 2, 2)
-            loops = [("mid_link", f"loop_mid_{lid}", mid)]
-            if signalised:
-                loops.append(("stop_line", f"loop_stop_{lid}", spacing_m - STOP_LINE_SETBACK_M))
-            for role, did, pos in loops:
-                detectors[did] = {
-                    "detector_id": did,
-                    "kind": "loop",
-                    "segment_id": sid,
-                    "interval_s": LOOP_INTERVAL_S,
-                    "pos_m": pos,
-                    "dist_to_stop_line_m": spacing_m - pos,
-                    "tls_id": tls_id,
-                    "lane": lid,
-                    "lane_index": i,
-                    "role": role,
-                }
-                det_ids.append(did)
-        if signalised:
-            did = f"cam_{sid}"
-            zone = min(CAMERA_ZONE_M, spacing_m)
-            detectors[did] = {
-                "detector_id": did,
-                "kind": "camera",
-                "segment_id": sid,
-                "interval_s": CAMERA_INTERVAL_S,
-                "pos_m": spacing_m - zone,
-                "dist_to_stop_line_m": zone,
-                "tls_id": tls_id,
-                "lanes": list(lane_ids),
-                "zone_length_m": zone,
-            }
-            det_ids.append(did)
-        capacity = (
-            float(round(lanes * SAT_FLOW_VEH_H_PER_LANE * green_ratio))
-            if signalised
-            else lanes * SAT_FLOW_VEH_H_PER_LANE
-        )
+        for rec in segment_detectors(sid, spacing_m, lane_ids, tls_id, signalised):
+            detectors[rec["detector_id"]] = rec
+            det_ids.append(rec["detector_id"])
+        capacity = capacity_veh_h(lanes, green_ratio if signalised else None)
         G.add_edge(
             u,
             v,
@@ -186,7 +142,7 @@ def grid_city(
                     "index": i,
                     "length_m": float(spacing_m),
                     "speed_limit_kmh": float(speed_limit_kmh),
-                    "turns": _lane_turns(lanes, i) if signalised else [],
+                    "turns": lane_turns(lanes, i) if signalised else [],
                 }
                 for i, lid in enumerate(lane_ids)
             ],
@@ -194,34 +150,11 @@ def grid_city(
             detector_ids=det_ids,
         )
 
+    index_segments(G)  # default_signal_plan looks approaches up by segment id
     for c in range(cols):
         for r in range(rows):
             nid = inner(c, r)
-            ns: list[str] = []
-            ew: list[str] = []
-            for u, _, sid in sorted(G.in_edges(nid, keys=True), key=lambda e: e[2]):
-                (ns if G.nodes[u]["x_m"] == G.nodes[nid]["x_m"] else ew).append(sid)
-            G.graph["traffic_lights"][nid] = {
-                "tls_id": nid,
-                "node": nid,
-                "cycle_s": float(cycle_s),
-                "offset_s": 0.0,
-                "phases": [
-                    {"index": 0, "duration_s": green_s, "kind": "green", "green_approaches": ns},
-                    {"index": 1, "duration_s": YELLOW_S, "kind": "yellow", "green_approaches": []},
-                    {"index": 2, "duration_s": green_s, "kind": "green", "green_approaches": ew},
-                    {"index": 3, "duration_s": YELLOW_S, "kind": "yellow", "green_approaches": []},
-                ],
-                "approaches": [
-                    {
-                        "segment_id": sid,
-                        "lanes": [ln["lane_id"] for ln in G.edges[u, nid, sid]["lane_detail"]],
-                        "green_phases": [0 if sid in ns else 2],
-                        "fixed_green_ratio": green_ratio,
-                    }
-                    for u, _, sid in sorted(G.in_edges(nid, keys=True), key=lambda e: e[2])
-                ],
-            }
+            G.graph["traffic_lights"][nid] = default_signal_plan(G, nid, nid, cycle_s=cycle_s)
     index_segments(G)
     validate_graph(G)
     return G
