@@ -27,7 +27,8 @@ def city_indicators(
     Parameters
     ----------
     states
-        ``segment-state`` records of one window (``segment_id``, ``speed_kmh``, ``flow_veh_h``, ``congested``).
+        ``segment-state`` records of one window (``segment_id``, ``speed_kmh``, ``flow_veh_h``, ``congested``);
+        records with ``n_readings == 0`` (segments filled from priors) are left out.
     segments
         Segment id → ``length_m`` (m), ``lanes``, ``speed_limit_kmh`` (km/h).
     worst_n
@@ -46,7 +47,7 @@ def city_indicators(
     n = 0
     for st in states:
         seg = segments.get(str(st["segment_id"]))
-        if seg is None:
+        if seg is None or st.get("n_readings") == 0:  # a prior-only fill is not a measurement
             continue
         n += 1
         length_km = float(seg["length_m"]) / 1000.0

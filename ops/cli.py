@@ -234,6 +234,7 @@ def replay(
     keep_logs: Annotated[Path | None, typer.Option(help="folder for the worker/bridge/broker logs")] = None,
     faults: Annotated[float, typer.Option(help="share of loops made faulty first (silent/stuck), 0-1")] = 0.0,
     fault_seed: Annotated[int, typer.Option(help="which loops (seed)")] = 1,
+    dead_letters_out: Annotated[Path | None, typer.Option(help="write the dead-lettered records here (JSONL)")] = None,
 ) -> None:
     """Push an events file through the real pipeline (brokers, bridge, worker) and write every segment-state.
 
@@ -246,7 +247,15 @@ def replay(
         raise typer.Exit(2)
     s = _settings(network=network)
     result = run_replay(
-        s, events, states_out, via=via, timeout_s=timeout_s, log_dir=keep_logs, faults=faults, fault_seed=fault_seed
+        s,
+        events,
+        states_out,
+        via=via,
+        timeout_s=timeout_s,
+        log_dir=keep_logs,
+        faults=faults,
+        fault_seed=fault_seed,
+        dead_letters_out=dead_letters_out,
     )
     typer.echo(json.dumps(result, indent=2))
     if result["unaccounted"] != 0:

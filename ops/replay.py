@@ -113,7 +113,7 @@ async def _publish_kafka(lines: list[bytes], settings: Settings, progress: _Prog
 
 async def _collect(
     settings: Settings, total: int, progress: _Progress, done: asyncio.Event, timeout_s: float
-) -> tuple[dict[str, dict[str, Any]], int]:
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     s = settings
     consumer = AIOKafkaConsumer(
         s.topics.name("segment_state"),
@@ -126,6 +126,7 @@ async def _collect(
     await consumer.start()
     states: dict[str, dict[str, Any]] = {}
     dead = 0
+    dead_records: list[dict[str, Any]] = []
     readings = 0
     last_progress = time.monotonic()
     state_topic = s.topics.name("segment_state")
@@ -141,6 +142,7 @@ async def _collect(
                         states[rec["state_id"]] = rec
                     else:
                         dead += 1
+                        dead_records.append(rec)
             if batch:
                 last_progress = time.monotonic()
             progress.accounted = readings + dead
@@ -152,7 +154,7 @@ async def _collect(
                 break
     finally:
         await consumer.stop()
-    return states, dead
+    return states, dead_records
 
 
 def run_replay(
@@ -167,6 +169,7 @@ def run_replay(
     faults: float = 0.0,
     fault_seed: int = 1,
     fault_kinds: tuple[str, ...] = ("silent", "stuck"),
+    dead_letters_out: Path | None = None,
 ) -> dict[str, Any]:
     """Replay ``events`` through the pipeline; return the accounting summary (see module doc).
 
@@ -207,7 +210,7 @@ def run_replay(
         asyncio.run(ensure_topics(bootstrap_of(s.kafka.brokers), [s.topics.name("ingest")], s))
         t_ready = time.monotonic() - t0
 
-        async def main() -> tuple[dict[str, dict[str, Any]], int]:
+        async def main() -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
             done = asyncio.Event()
             collector = asyncio.create_task(_collect(s, total, progress, done, timeout_s))
             if via == "mqtt":
@@ -231,7 +234,8 @@ def run_replay(
             done.set()
             return await collector
 
-        states, dead = asyncio.run(main())
+        states, dead_records = asyncio.run(main())
+        dead = len(dead_records)
         progress.show(force=True)
         if show_progress and sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -241,6 +245,10 @@ def run_replay(
     with open(states_out, "wb") as fh:
         for rec in ordered:
             fh.write(orjson.dumps(rec) + b"\n")
+    if dead_letters_out is not None:
+        with open(dead_letters_out, "wb") as fh:
+            for rec in dead_records:
+                fh.write(orjson.dumps(rec) + b"\n")
     accounted = sum(int(r["n_readings"]) for r in ordered) + dead
     return {
         "events": total,

@@ -89,7 +89,7 @@ class WorkerMetrics:
             ),
             windows=Counter(
                 "citybrain_windows_emitted",
-                "Segment-state windows emitted, by what closed them (watermark, idle)",
+                "Segment-state windows emitted, by what closed them (watermark, idle, fill = no readings)",
                 ["closed_by"],
                 registry=registry,
             ),
@@ -107,7 +107,7 @@ class WorkerMetrics:
             m.applied.labels(k)
         for r in ("late", "duplicate", "clock_skew"):
             m.rejected.labels(r)
-        for c in ("watermark", "idle"):
+        for c in ("watermark", "idle", "fill"):
             m.windows.labels(c)
         for st in ("silent", "stuck", "implausible", "disagrees", "cleared"):
             m.device_faults.labels(st)

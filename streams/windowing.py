@@ -7,10 +7,10 @@ ending there).
 Each segment keeps its own watermark: the latest reading time seen for it. A window closes when
 
 - the watermark passes its end by ``allowed_lateness_s`` (``closed_by="watermark"``), or
-- no reading arrived for the segment for ``idle_close_s`` wall seconds (``closed_by="idle"``: the end of a
-  stream, or a segment whose devices all went quiet). All its open windows close then, so ``idle_close_s``
-  must exceed the devices' reporting interval in live operation (default 90 s for 30 s loops and 60 s
-  cameras); a replay, where idle means the file has ended, uses a couple of seconds.
+- no reading arrived for the segment for ``idle_close_s`` wall seconds and the rest of the stream has moved past
+  the window's end by the allowed lateness, or the whole stream has been quiet for 5 × ``idle_close_s`` (the end
+  of a replay) (``closed_by="idle"``). ``idle_close_s`` must exceed the devices' reporting interval in live
+  operation (default 90 s for 30 s loops and 60 s cameras); a replay uses a couple of seconds.
 
 Readings for a window that has closed are **late**; a second reading from the same device with the same
 ``ts`` is a **duplicate**; a reading stamped more than ``max_future_s`` after the wall clock is **clock
@@ -76,9 +76,17 @@ def add_reading(
 
 
 def close_windows(
-    state: dict[str, Any], segment_id: str, *, allowed_lateness_s: float, idle: bool
+    state: dict[str, Any],
+    segment_id: str,
+    *,
+    allowed_lateness_s: float,
+    idle: bool,
+    idle_until: float = math.inf,
 ) -> list[ClosedWindow]:
-    """Remove and return the windows of ``state`` that may close now (see module doc), oldest first."""
+    """Remove and return the windows of ``state`` that may close now (see module doc), oldest first.
+
+    With ``idle``, windows ending at or before ``idle_until`` (Unix s; by default all) close as ``idle``.
+    """
     wm = state["wm"]
     if wm is None or not state["open"]:
         return []
@@ -87,7 +95,7 @@ def close_windows(
         end = int(key)
         if wm >= end + allowed_lateness_s:
             how = "watermark"
-        elif idle:
+        elif idle and end <= idle_until:
             how = "idle"
         else:
             break

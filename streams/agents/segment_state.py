@@ -20,6 +20,7 @@ is written to the table once per batch, not once per event.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from models.congestion import estimate_window, segment_models_from_graph
 from models.detector_health import assess_window, new_health_state
 from models.segment_state import estimate_segment_state
 from streams.records import Alert, SegmentState, dead_letter, format_ts
-from streams.windowing import ClosedWindow, add_reading, close_windows, new_state
+from streams.windowing import ClosedWindow, add_reading, close_windows, new_state, window_end
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -71,6 +72,8 @@ DEFAULT_SEGMENT = {"length_m": 300.0, "lanes": 1, "speed_limit_kmh": 50.0}
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
 RESCAN_EVERY_S = 10.0
+FILL_EVERY_S = 2.0
+MAX_FILL_WINDOWS = 120
 
 
 def register(pipe: Pipeline) -> None:
@@ -90,6 +93,20 @@ def register(pipe: Pipeline) -> None:
     app.tables.add(table)
     last_seen: dict[bytes, float] = {}
     last_rescan = [0.0]
+    # for filling segments whose detectors are all silent (or that have none)
+    started = time.monotonic()
+    last_reading: dict[bytes, float] = {}
+    stream_time: list[float] = []  # [max reading ts seen by this worker], empty until the first reading
+    last_fill = [0.0]
+    n_parts = settings.kafka.partitions
+    seg_partition = {str(k).encode(): _default_partition(str(k).encode(), n_parts) for k in pipe.segments}
+    neighbours = {
+        str(k): sorted(
+            {str(e) for _, _, e in pipe.graph.in_edges(u, keys=True)}
+            | {str(e) for _, _, e in pipe.graph.out_edges(v, keys=True)} - {str(k)}
+        )
+        for u, v, k in pipe.graph.edges(keys=True)
+    }
 
     seg_models = segment_models_from_graph(pipe.graph)
     alerts_topic = app.topic(settings.topics.name("alerts"), key_type=str, value_type=Alert)
@@ -149,8 +166,12 @@ def register(pipe: Pipeline) -> None:
         )
         return rec, alerts
 
-    def close(state: dict[str, Any], key: bytes, idle: bool) -> list[tuple[SegmentState, list[Alert], str]]:
-        closed = close_windows(state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=idle)
+    def close(
+        state: dict[str, Any], key: bytes, idle: bool, idle_until: float = math.inf
+    ) -> list[tuple[SegmentState, list[Alert], str]]:
+        closed = close_windows(
+            state, key.decode(), allowed_lateness_s=w.allowed_lateness_s, idle=idle, idle_until=idle_until
+        )
         out = []
         for cw in closed:
             rec, alerts = estimate(state, cw)
@@ -195,6 +216,8 @@ def register(pipe: Pipeline) -> None:
                         await reject(reason, raw)
                         continue
                     changed = True
+                    if not stream_time or ev["ts_s"] > stream_time[0]:
+                        stream_time[:] = [float(ev["ts_s"])]
                     metrics.applied.labels(ev["type"]).inc()
                     received = ev.get("received_at")
                     if isinstance(received, int | float):
@@ -203,7 +226,7 @@ def register(pipe: Pipeline) -> None:
                     continue
                 results = close(state, key, idle=False)
                 table[key] = state
-                last_seen[key] = time.monotonic()
+                last_seen[key] = last_reading[key] = time.monotonic()
                 await emit(results)
 
     @app.timer(w.flush_interval_s, name="window-idle-flush")
@@ -218,6 +241,10 @@ def register(pipe: Pipeline) -> None:
                     n_open += len(state["open"])
                     last_seen.setdefault(key, now)
             metrics.open_windows.set(n_open)
+        # a quiet segment's windows close once the rest of the stream has passed them (a stall of the whole
+        # stream closes nothing), or everything once the stream has ended
+        ended = now - max(last_reading.values(), default=started) >= 5 * w.idle_close_s
+        horizon = math.inf if ended or not stream_time else stream_time[0] - w.allowed_lateness_s
         for key, seen in list(last_seen.items()):
             if now - seen < w.idle_close_s:
                 continue
@@ -225,11 +252,76 @@ def register(pipe: Pipeline) -> None:
             if not state:
                 last_seen.pop(key, None)
                 continue
-            results = close(state, key, idle=True)
+            results = close(state, key, idle=True, idle_until=horizon)
             if results:
                 table[key] = state
                 await emit(results)
             if not state["open"]:
                 last_seen.pop(key, None)
+        if now - last_fill[0] >= FILL_EVERY_S:
+            last_fill[0] = now
+            await fill(now)
+
+    def neighbour_prior(sid: str) -> dict[str, Any] | None:
+        """A filter prior at the mean speed ratio of the adjacent segments' latest states (view of the city)."""
+        view = pipe.console_view
+        if view is None:
+            return None
+        ratios = [
+            st["speed_ratio"]
+            for n in neighbours.get(sid, ())
+            if (st := view.segments.get(n)) is not None
+            and st.get("speed_ratio") is not None
+            and st.get("confidence", 0) > 0.2
+        ]
+        if not ratios:
+            return None
+        v = sum(ratios) / len(ratios) * float(pipe.segments[sid]["speed_limit_kmh"])
+        return {"v": v, "p": 1e4, "vf": v, "lv": 5.5, "t": 0.0}
+
+    async def fill(now: float) -> None:
+        """Close empty windows for segments of this worker that have heard nothing for ``idle_close_s``.
+
+        Their state comes from the segment's own filter prior relaxed toward the adjacent segments' speed ratio (or
+        free flow), with confidence ≤ 0.1 and ``sources=["prior"]`` — so every segment has a state every window.
+        """
+        if not stream_time:
+            return
+        try:
+            assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topics.name("events")}
+        except Exception:  # consumer not ready
+            return
+        # the stream has ended (or the city is silent): fill up to its last reading; otherwise only windows that
+        # every live segment has closed too, so a brief stall of the whole stream never pre-empts real readings
+        ended = now - max(last_reading.values(), default=started) >= 5 * w.idle_close_s
+        target = (
+            window_end(stream_time[0], w.size_s)
+            if ended
+            else int((stream_time[0] - w.allowed_lateness_s - w.size_s) // w.size_s * w.size_s)
+        )
+        for key, part in seg_partition.items():
+            if part not in assigned or now - last_reading.get(key, started) < 2 * w.idle_close_s:
+                continue
+            state = table.get(key) or new_state()
+            if state["open"]:
+                continue  # the idle flush closes those first
+            sid = key.decode()
+            end = int(state["closed"]) + w.size_s if state["closed"] is not None else target
+            results = []
+            for _ in range(MAX_FILL_WINDOWS):
+                if end > target:
+                    break
+                nb = neighbour_prior(sid)
+                if nb is not None and state.get("f"):
+                    state["f"] = {**state["f"], "v": nb["v"], "vf": nb["vf"]}
+                elif nb is not None:
+                    state["f"] = nb
+                rec, alerts = estimate(state, ClosedWindow(sid, end, [], "fill"))
+                results.append((rec, alerts, "fill"))
+                state["closed"] = end
+                end += w.size_s
+            if results:
+                table[key] = state
+                await emit(results)
 
     pipe.tables["segment-windows"] = table
