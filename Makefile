@@ -39,6 +39,10 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q
 
+# ≥ 10,000 random and mutated payloads per property against the ingest validation
+test-fuzz: $(STAMP)
+	CITYBRAIN_FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/fuzz -q
+
 test-e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
 
