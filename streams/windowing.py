@@ -13,9 +13,10 @@ Each segment keeps its own watermark: the latest reading time seen for it. A win
   operation (default 90 s for 30 s loops and 60 s cameras); a replay uses a couple of seconds.
 
 Readings for a window that has closed are **late**; a second reading from the same device with the same
-``ts`` is a **duplicate**; a reading stamped more than ``max_future_s`` after the wall clock is **clock
-skew**. All three are rejected with that reason (the agent dead-letters them), so
-``readings in = readings in emitted windows + rejected`` holds exactly.
+``ts`` is a **duplicate** (also when its window has already been emitted: the keys of the last emitted
+readings are kept, so a redelivery after a worker restart is not mistaken for a late reading); a reading
+stamped more than ``max_future_s`` after the wall clock is **clock skew**. All three are rejected with that
+reason (the agent dead-letters them), so ``readings in = readings in emitted windows + rejected`` holds.
 
 The state of one segment is a JSON-able dict::
 
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.records import device_id
+
+RECENT_KEYS = 64  # reading keys of the last emitted windows kept per segment (a couple of windows' worth)
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,11 @@ def add_reading(
         return "clock_skew"
     end = window_end(ts_s, size_s)
     closed = state["closed"]
-    if closed is not None and end <= closed:
-        return "late"
-    bucket = state["open"].setdefault(str(end), {})
     key = f"{device_id(ev)}@{ts_s:.0f}"
+    if closed is not None and end <= closed:
+        # a reading already counted in a recently emitted window (redelivered after a restart) is a duplicate
+        return "duplicate" if key in state.get("recent", ()) else "late"
+    bucket = state["open"].setdefault(str(end), {})
     if key in bucket:
         return "duplicate"
     bucket[key] = ev
@@ -99,7 +103,10 @@ def close_windows(
             how = "idle"
         else:
             break
-        readings = list(state["open"].pop(key).values())
+        bucket = state["open"].pop(key)
+        readings = list(bucket.values())
+        # remember the last emitted windows' reading keys, so redeliveries are told from late readings
+        state["recent"] = [*state.get("recent", [])[-RECENT_KEYS + len(bucket) :], *bucket][-RECENT_KEYS:]
         out.append(ClosedWindow(segment_id, end, readings, how))
         state["closed"] = end if state["closed"] is None else max(state["closed"], end)
     return out

@@ -72,3 +72,13 @@ def test_future_timestamp_is_clock_skew() -> None:
     st = new_state()
     assert add_reading(st, ev("2026-01-01T00:10:00Z"), size_s=60, now_s=NOW, max_future_s=300) == "clock_skew"
     assert add_reading(st, ev("2026-01-01T00:04:00Z"), size_s=60, now_s=NOW, max_future_s=300) is None
+
+
+def test_redelivery_after_emission_is_a_duplicate_not_late() -> None:
+    st = new_state()
+    kw: dict[str, Any] = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
+    add_reading(st, ev("2025-01-06T07:30:30Z", det="a"), **kw)
+    add_reading(st, ev("2025-01-06T07:31:30Z", det="a"), **kw)
+    assert [c.closed_by for c in close_windows(st, "S", allowed_lateness_s=30, idle=False)] == ["watermark"]
+    assert add_reading(st, ev("2025-01-06T07:30:30Z", det="a"), **kw) == "duplicate"  # the same reading again
+    assert add_reading(st, ev("2025-01-06T07:30:30Z", det="b"), **kw) == "late"  # a new one, too late
