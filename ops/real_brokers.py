@@ -350,10 +350,17 @@ class MosquittoBroker(EmbeddedBroker):
         log_dir: Path | None = None,
         *,
         binary: Path = Path("/usr/sbin/mosquitto"),
+        persistence: bool = False,
+        users: dict[str, str] | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
         super().__init__(port, log_dir)
         self.binary = binary
         self.config_path = self._tmp / "mosquitto.conf"
+        self.persistence = persistence
+        self.users = dict(users or {})
+        self.tls_cert, self.tls_key = tls_cert, tls_key
 
     def resolve_binary(self) -> Path:
         """The mosquitto executable: ``binary`` if it exists, else ``mosquitto`` on ``PATH``.
@@ -375,10 +382,19 @@ class MosquittoBroker(EmbeddedBroker):
         return super().start()
 
     def command(self) -> list[str]:
-        lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
-            "persistence false",
+        lines = [f"listener {self.port} {self.host}"]
+        if self.tls_cert and self.tls_key:
+            lines += [f"certfile {self.tls_cert}", f"keyfile {self.tls_key}"]
+        if self.users:
+            pw = self._tmp / "passwd"
+            pw.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines.append("allow_anonymous true")
+        lines += [
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self._tmp}/",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
