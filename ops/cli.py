@@ -235,6 +235,9 @@ def replay(
     faults: Annotated[float, typer.Option(help="share of loops made faulty first (silent/stuck), 0-1")] = 0.0,
     fault_seed: Annotated[int, typer.Option(help="which loops (seed)")] = 1,
     dead_letters_out: Annotated[Path | None, typer.Option(help="write the dead-lettered records here (JSONL)")] = None,
+    alarms_out: Annotated[
+        Path | None, typer.Option(help="write every raised incident as {ts, segment_id, lane} (JSONL)")
+    ] = None,
 ) -> None:
     """Push an events file through the real pipeline (brokers, bridge, worker) and write every segment-state.
 
@@ -256,6 +259,7 @@ def replay(
         faults=faults,
         fault_seed=fault_seed,
         dead_letters_out=dead_letters_out,
+        alarms_out=alarms_out,
     )
     typer.echo(json.dumps(result, indent=2))
     if result["unaccounted"] != 0:

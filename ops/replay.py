@@ -112,12 +112,18 @@ async def _publish_kafka(lines: list[bytes], settings: Settings, progress: _Prog
 
 
 async def _collect(
-    settings: Settings, total: int, progress: _Progress, done: asyncio.Event, timeout_s: float
+    settings: Settings,
+    total: int,
+    progress: _Progress,
+    done: asyncio.Event,
+    timeout_s: float,
+    collected_alerts: list[dict[str, Any]],
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     s = settings
     consumer = AIOKafkaConsumer(
         s.topics.name("segment_state"),
         s.topics.name("dead_letter"),
+        s.topics.name("alerts"),
         bootstrap_servers=bootstrap_of(s.kafka.brokers),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -127,16 +133,20 @@ async def _collect(
     states: dict[str, dict[str, Any]] = {}
     dead = 0
     dead_records: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
     readings = 0
     last_progress = time.monotonic()
     state_topic = s.topics.name("segment_state")
+    alerts_topic = s.topics.name("alerts")
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, msgs in batch.items():
                 for msg in msgs:
                     rec = orjson.loads(msg.value or b"{}")
-                    if tp.topic == state_topic:
+                    if tp.topic == alerts_topic:
+                        alerts.append(rec)
+                    elif tp.topic == state_topic:
                         if rec["state_id"] not in states:
                             readings += int(rec["n_readings"])
                         states[rec["state_id"]] = rec
@@ -154,6 +164,7 @@ async def _collect(
                 break
     finally:
         await consumer.stop()
+    collected_alerts.extend(alerts)
     return states, dead_records
 
 
@@ -170,6 +181,7 @@ def run_replay(
     fault_seed: int = 1,
     fault_kinds: tuple[str, ...] = ("silent", "stuck"),
     dead_letters_out: Path | None = None,
+    alarms_out: Path | None = None,
 ) -> dict[str, Any]:
     """Replay ``events`` through the pipeline; return the accounting summary (see module doc).
 
@@ -210,9 +222,11 @@ def run_replay(
         asyncio.run(ensure_topics(bootstrap_of(s.kafka.brokers), [s.topics.name("ingest")], s))
         t_ready = time.monotonic() - t0
 
+        all_alerts: list[dict[str, Any]] = []
+
         async def main() -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
             done = asyncio.Event()
-            collector = asyncio.create_task(_collect(s, total, progress, done, timeout_s))
+            collector = asyncio.create_task(_collect(s, total, progress, done, timeout_s, all_alerts))
             if via == "mqtt":
                 topic_tpl = f"{s.mqtt.topic_root}/{s.city}/{{type}}/{{id}}"
                 err: list[BaseException] = []
@@ -245,6 +259,22 @@ def run_replay(
     with open(states_out, "wb") as fh:
         for rec in ordered:
             fh.write(orjson.dumps(rec) + b"\n")
+    raised = [a for a in all_alerts if a.get("type") == "incident.new"]
+    if alarms_out is not None:
+        # the harness's alarm format: one line per raised incident (score_incidents.py)
+        with open(alarms_out, "wb") as fh:
+            for a in sorted(raised, key=lambda a: (a["time"], a["subject"])):
+                d = a.get("data") or {}
+                fh.write(
+                    orjson.dumps(
+                        {
+                            "ts": d.get("detected_at") or a["time"],
+                            "segment_id": d.get("segment_id"),
+                            "lane": d.get("lane"),
+                        }
+                    )
+                    + b"\n"
+                )
     if dead_letters_out is not None:
         with open(dead_letters_out, "wb") as fh:
             for rec in dead_records:
@@ -261,6 +291,8 @@ def run_replay(
         "startup_s": round(t_ready, 1),
         "events_per_s": round(total / max(wall - t_ready, 1e-9)),
         "faulty_loops": len(fault_map),
+        "incidents_raised": len(raised),
+        "device_faults_reported": sum(1 for a in all_alerts if a.get("type") == "device_fault.new"),
         "states_out": str(states_out),
         "logs": str(log_dir),
     }

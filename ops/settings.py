@@ -114,6 +114,7 @@ class TopicSettings(BaseModel):
     dead_letter: str = "dead-letter"
     segment_state: str = "segment-state"
     alerts: str = "alerts"
+    incidents: str = "incidents"
     operator_actions: str = "operator-actions"
     city_summary: str = "city-summary"
     recommendations: str = "signal-recommendations"

@@ -65,6 +65,7 @@ class WorkerMetrics:
     windows: Counter
     open_windows: Gauge
     device_faults: Counter
+    incidents: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -97,9 +98,15 @@ class WorkerMetrics:
                 "citybrain_open_windows", "Segment windows currently open on this worker", registry=registry
             ),
             device_faults=Counter(
-                "citybrain_device_health_changes",
-                "Detector health changes, by new status (silent, stuck, implausible, disagrees, cleared)",
+                "citybrain_device_faults",
+                "Device faults reported and cleared, by status (silent, stuck, zero, implausible, cleared)",
                 ["status"],
+                registry=registry,
+            ),
+            incidents=Counter(
+                "citybrain_incidents",
+                "Incident lifecycle events, by stage (new, cleared)",
+                ["stage"],
                 registry=registry,
             ),
         )
@@ -109,8 +116,10 @@ class WorkerMetrics:
             m.rejected.labels(r)
         for c in ("watermark", "idle", "fill"):
             m.windows.labels(c)
-        for st in ("silent", "stuck", "implausible", "disagrees", "cleared"):
+        for st in ("silent", "stuck", "zero", "implausible", "cleared"):
             m.device_faults.labels(st)
+        for stage in ("new", "cleared"):
+            m.incidents.labels(stage)
         return m
 
 

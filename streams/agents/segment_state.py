@@ -32,6 +32,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from models.congestion import estimate_window, segment_models_from_graph
 from models.detector_health import assess_window, new_health_state
+from models.incidents import flush_segment, segment_configs_from_graph, segment_summary, update_segment
+from models.incidents import new_segment_state as new_incident_state
 from models.segment_state import estimate_segment_state
 from streams.records import Alert, SegmentState, dead_letter, format_ts
 from streams.windowing import ClosedWindow, add_reading, close_windows, new_state, window_end
@@ -124,35 +126,11 @@ def register(pipe: Pipeline) -> None:
             )
         else:
             health = state.get("h") or new_health_state()
-            status, excluded = assess_window(cw.readings, model, health, now_s=float(cw.end_s))
+            _status, excluded = assess_window(cw.readings, model, health, now_s=float(cw.end_s))
             est, state["f"] = estimate_window(
                 cw.readings, model, state.get("f"), excluded=excluded, end_s=float(cw.end_s), window_s=w.size_s
             )
             state["h"] = health
-            before: dict[str, str] = state.get("bad") or {}
-            now_bad = {d: st for d, st in status.items() if st != "ok"}
-            for det in sorted(set(before) | set(now_bad)):
-                old, new = before.get(det, "ok"), now_bad.get(det, "ok")
-                if old == new:
-                    continue
-                kind = (
-                    "device_fault.cleared"
-                    if new == "ok"
-                    else "device_fault.new"
-                    if old == "ok"
-                    else "device_fault.updated"
-                )
-                alerts.append(
-                    Alert(
-                        event_id=f"{det}:{new}@{ts}",
-                        type=kind,
-                        time=ts,
-                        subject=det,
-                        data={"detector_id": det, "segment_id": cw.segment_id, "status": new, "previous": old},
-                    )
-                )
-                metrics.device_faults.labels(new if new != "ok" else "cleared").inc()
-            state["bad"] = now_bad
         rec = SegmentState(
             state_id=f"{cw.segment_id}@{ts}",
             segment_id=cw.segment_id,
@@ -196,6 +174,116 @@ def register(pipe: Pipeline) -> None:
         dl = dead_letter(reason, text, "window", events_topic_name, raw)
         await topics.dead_letter.send(key=dl.dead_letter_id, value=dl)
 
+    incident_cfgs = segment_configs_from_graph(pipe.graph)
+    summaries: dict[str, dict[str, Any]] = {}
+    downstream = {
+        str(k): sorted({str(e) for _, _, e in pipe.graph.out_edges(v, keys=True)} - {str(k)})
+        for _, v, k in pipe.graph.edges(keys=True)
+    }
+    incidents_topic = app.topic(
+        settings.topics.name("incidents"), key_type=str, value_type=bytes, value_serializer="raw"
+    )
+
+    def locate(sid: str) -> dict[str, Any]:
+        u, v = pipe.graph.graph["segment_index"][sid]
+        d = pipe.graph.edges[u, v, sid]
+        out: dict[str, Any] = {}
+        xy = d.get("geometry_xy_m") or []
+        if xy:
+            mx, my = xy[len(xy) // 2] if len(xy) > 2 else ((xy[0][0] + xy[-1][0]) / 2, (xy[0][1] + xy[-1][1]) / 2)
+            out |= {"x_m": round(float(mx), 1), "y_m": round(float(my), 1)}
+        ll = d.get("geometry_lonlat") or []
+        if ll:
+            lon, lat = ll[len(ll) // 2] if len(ll) > 2 else ((ll[0][0] + ll[-1][0]) / 2, (ll[0][1] + ll[-1][1]) / 2)
+            out |= {"lon": round(float(lon), 7), "lat": round(float(lat), 7)}
+        return out
+
+    def to_alerts(decisions: list[dict[str, Any]], state: dict[str, Any]) -> list[Alert]:
+        """Incident-model decisions → lifecycle alerts with stable ids (the model's ids survive restarts)."""
+        out: list[Alert] = []
+        known = state.setdefault("incs", {})
+        for d in decisions:
+            typ = d["type"]
+            if typ in ("incident", "incident_cleared", "incident_suspected"):
+                iid = str(d.get("incident_id") or f"{d['segment_id']}~{d.get('lane')}@{d['ts']}")
+                inc = {**known.get(iid, {}), **{k: v for k, v in d.items() if k != "type"}}
+                stage = {"incident": "new", "incident_cleared": "cleared", "incident_suspected": "suspected"}[typ]
+                if stage == "new":
+                    hyp = (d.get("evidence") or {}).get("hypothesis")
+                    inc |= {
+                        "incident_id": iid,
+                        "kind": "slowdown" if hyp == "slow" else "blocked lane",
+                        "estimated_start": d.get("start_ts"),
+                        "detected_at": d.get("detected_ts"),
+                        "estimated_delay_veh_h": d.get("delay_veh_h_per_h"),
+                        "summary": f"{'slowdown' if hyp == 'slow' else 'blocked lane'} on {d['segment_id']}",
+                        **locate(str(d["segment_id"])),
+                    }
+                    metrics.incidents.labels("new").inc()
+                elif stage == "cleared":
+                    inc["cleared_at"] = d.get("ts")
+                    metrics.incidents.labels("cleared").inc()
+                inc["state"] = stage
+                if stage == "cleared":
+                    known.pop(iid, None)
+                else:
+                    known[iid] = {
+                        k: inc[k]
+                        for k in ("incident_id", "segment_id", "lanes", "kind", "detected_at", "estimated_start")
+                        if k in inc
+                    }
+                out.append(
+                    Alert(event_id=f"{iid}:{stage}", type=f"incident.{stage}", time=str(d["ts"]), subject=iid, data=inc)
+                )
+            elif typ in ("device_fault", "device_restored"):
+                det = str(d["detector_id"])
+                restored = typ == "device_restored"
+                status = "ok" if restored else str(d.get("fault"))
+                data = {
+                    "detector_id": det,
+                    "segment_id": d.get("segment_id"),
+                    "lane": d.get("lane"),
+                    "status": status,
+                    "fault": d.get("fault"),
+                    "since": d.get("since_ts"),
+                    "evidence": d.get("evidence"),
+                }
+                metrics.device_faults.labels("cleared" if restored else status).inc()
+                out.append(
+                    Alert(
+                        event_id=f"{det}:{'restored' if restored else status}@{d['ts']}",
+                        type="device_fault.cleared" if restored else "device_fault.new",
+                        time=str(d["ts"]),
+                        subject=det,
+                        data=data,
+                    )
+                )
+        return out
+
+    def detect(state: dict[str, Any], sid: str, ev: dict[str, Any]) -> list[Alert]:
+        cfg = incident_cfgs.get(sid)
+        if cfg is None:
+            return []
+        inc_state = state.get("inc") or new_incident_state(cfg)
+        near = {n: summaries[n] for n in downstream.get(sid, ()) if n in summaries}
+        decisions = update_segment(cfg, inc_state, ev, downstream=near)
+        state["inc"] = inc_state
+        summaries[sid] = segment_summary(cfg, inc_state)
+        return to_alerts(decisions, state) if decisions else []
+
+    def detect_flush(state: dict[str, Any], sid: str) -> list[Alert]:
+        cfg = incident_cfgs.get(sid)
+        if cfg is None or not stream_time or not state.get("inc"):
+            return []
+        decisions = flush_segment(cfg, state["inc"], stream_time[0])
+        return to_alerts(decisions, state) if decisions else []
+
+    async def send_alerts(alerts: list[Alert]) -> None:
+        for alert in alerts:
+            await alerts_topic.send(key=alert.subject, value=alert)
+            if alert.type.startswith("incident."):
+                await incidents_topic.send(key=alert.subject, value=orjson.dumps(alert.data))
+
     @app.agent(topics.events, name="segment-windows")
     async def segment_windows(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
@@ -209,6 +297,7 @@ def register(pipe: Pipeline) -> None:
                 by_segment[key].append((ev, raw))
             for key, items in by_segment.items():
                 state = table.get(key) or new_state()
+                incident_alerts: list[Alert] = []
                 changed = False
                 for ev, raw in items:
                     reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
@@ -219,6 +308,7 @@ def register(pipe: Pipeline) -> None:
                     if not stream_time or ev["ts_s"] > stream_time[0]:
                         stream_time[:] = [float(ev["ts_s"])]
                     metrics.applied.labels(ev["type"]).inc()
+                    incident_alerts.extend(detect(state, key.decode(), ev))
                     received = ev.get("received_at")
                     if isinstance(received, int | float):
                         metrics.latency.observe(max(0.0, time.time() - received))
@@ -228,6 +318,7 @@ def register(pipe: Pipeline) -> None:
                 table[key] = state
                 last_seen[key] = last_reading[key] = time.monotonic()
                 await emit(results)
+                await send_alerts(incident_alerts)
 
     @app.timer(w.flush_interval_s, name="window-idle-flush")
     async def window_idle_flush() -> None:
@@ -253,9 +344,11 @@ def register(pipe: Pipeline) -> None:
                 last_seen.pop(key, None)
                 continue
             results = close(state, key, idle=True, idle_until=horizon)
-            if results:
+            flushed = detect_flush(state, key.decode())
+            if results or flushed:
                 table[key] = state
                 await emit(results)
+                await send_alerts(flushed)
             if not state["open"]:
                 last_seen.pop(key, None)
         if now - last_fill[0] >= FILL_EVERY_S:

@@ -1,0 +1,1470 @@
+"""Streaming incident detection per road segment, from loop and camera readings (device schema v1).
+
+Pure Python (``math`` only): no Faust, Kafka or files. One segment's detector is a JSON-able ``state`` dict
+plus a read-only ``cfg`` dict built from network metadata; every device event of the segment goes through
+:func:`update_segment`, which returns *decisions* (dicts). :class:`IncidentDetector` wraps the per-segment
+functions for a whole network (bench, tests, a single-process worker).
+
+Interface (per-segment Faust agent)
+-----------------------------------
+::
+
+    cfgs = segment_configs_from_graph(G)                  # once: dict segment_id -> cfg (JSON-able)
+    state = new_segment_state(cfgs[sid])                  # per segment, keep in a changelogged table
+    decisions = update_segment(cfgs[sid], state, event, downstream=summaries)   # per event, in time order
+    decisions += flush_segment(cfgs[sid], state, now_s)   # on idle timers (closes a step missing a reading)
+    summaries[sid] = segment_summary(cfgs[sid], state)    # ~100 bytes, shareable (e.g. a compacted topic)
+
+``downstream`` (optional) maps the ids in ``cfg["downstream"]`` to their latest summaries. It is used only
+to annotate an alarm as probable spill-back of an incident already open downstream; all evidence is local.
+
+Decisions
+---------
+- ``{"type": "incident", "incident_id", "segment_id", "lane", "lanes", "start_ts", "detected_ts", "ts",
+  "severity" (low/medium/high), "confidence" (0-1), "delay_s_per_veh", "delay_veh_h_per_h",
+  "evidence": {"hypothesis", "rules", "corroboration", "detectors", "scores", "section"}}``: raised once per
+  episode. ``ts`` = ``detected_ts`` = the event time of the reading that made the decision possible;
+  ``start_ts`` = the start of the interval in which the evidence began (estimated onset).
+- ``{"type": "incident_cleared", "incident_id", "segment_id", "lane", "lanes", "start_ts", "ts",
+  "duration_s"}`` when the signature has disappeared.
+- ``{"type": "incident_suspected", "segment_id", "lane", "detector_id", "ts", "start_ts", "evidence"}``: a
+  lane reads exact zeros while its neighbours flow, and nothing yet tells a blocked lane from a dead loop
+  (for an operator to check on CCTV; not an alarm).
+- ``{"type": "device_fault", "segment_id", "detector_id", "lane", "fault", "ts", "since_ts", "evidence"}``
+  with ``fault`` one of ``silent``, ``stuck``, ``zero``, ``implausible``; ``{"type": "device_restored", ...}``
+  when the device reports plausibly again. A faulty device is excluded from every incident rule.
+
+Rules (evidence in nats: log-likelihood ratios accumulated in one-sided CUSUMs, ``J = max(0, J + llr)``)
+------------------------------------------------------------------------------------------------------
+Loops are grouped per segment into *sections* (same role: mid-link, stop-line), one loop per lane. Every loop
+interval (a *step*, 30 s here) is evaluated as soon as all expected loops of the segment have reported.
+Per lane and section, three hypotheses each have a CUSUM of the sum of their per-step LLRs (one CUSUM per
+hypothesis, so that the channels' noise cancels instead of adding up):
+
+1. **Lane starvation** (all hypotheses): the share ``p`` of the section's vehicles using the lane is learned
+   online (exponential forgetting, paused while anything is suspicious). Under a hypothesis the lane keeps
+   only ``rho`` of it: ``c ln(rho) + (N - c) ln((1 - rho p)/(1 - p))`` (binomial; ``rho`` = ``RHO_BLOCK``,
+   ``RHO_PARTIAL``, ``RHO_SLOW``). A blocked lane empties while its neighbours fill.
+2. **Lane balance** (``block``, ``partial``; upstream/downstream along the lane): the lane's count at this
+   loop against the same lane's loop downstream (learned ratio, the upstream count averaged over two steps
+   for the travel time and the red). Drivers leave a blocked lane before the upstream loop and re-enter
+   after the stall, so the downstream loop keeps counting; a random lull empties both.
+3. **Slow lane** (``slow``): vehicles passing under ``VERY_SLOW_FRAC`` / ``SLOW_FRAC`` of the limit, or a
+   standing vehicle on the loop, while the other lanes are not queued; a free-speed vehicle refutes it.
+4. **Camera stall** (``block``, ``partial``; segment level): the halting-vehicle count at the camera's
+   timestamp against that approach's learned rate *at the same position in the signal cycle* (the prior comes
+   from the signal plan: a queue is expected during red, not after 20 s of green). A stalled vehicle in the
+   zone keeps it >= 1. No evidence when the zone filled up during the interval (demand) or a stop-line loop
+   was held most of the interval (a turn waiting for a gap).
+
+Sections within ``MIN_EVIDENCE_DIST_M`` of the stop line (signal queues) only serve as references. A lane
+raises an incident when its best CUSUM reaches ``H_RAISE`` (or ``H_FAST`` when evidence independent of the
+loops agrees: a camera hint ``C_HINT`` or slow vehicles), **and** the evidence cannot be a dead loop: the
+loop counted or was occupied during the episode and is not reading zeros since (``ALIVE_MAX_ZERO_STEPS``),
+slow vehicles were seen, the camera shows a stall (``C_CORROBORATE``, two clear-position sightings), or
+flow is conserved (rule 5). Until then an ``incident_suspected`` decision says a lane is empty:
+
+5. **Conservation** (blocked lane vs dead loop): while a loop reads exact zeros, the other lanes' count at
+   its section is compared with the total at the reference section and with the camera's entering count
+   (learned ratios). A blocked lane moves its vehicles to the other lanes (totals conserved); a dead loop
+   loses its share ``p``. Binomial LLR ``F``: ``>= F_CORROBORATE`` confirms the incident, ``<= -F_FAULT``
+   (with the lane starved) makes it a ``zero`` device fault.
+
+A camera stall alone raises at ``H_CAMERA_ONLY`` (lane unknown). An incident clears when, for
+``CLEAR_STEPS`` steps, the raised hypothesis' evidence is below ``CLEAR_EVIDENCE`` (or below
+``CLEAR_EVIDENCE_BACK`` with the lane carrying half its share again) and the camera shows no stall at its
+latest clear position. CUSUMs are capped (``J_CAP``, ``C_CAP``) so that clearing is not delayed.
+
+Device health (own, O(1) per reading): ``silent`` after ``SILENT_INTERVALS`` intervals without a reading;
+``stuck`` after ``STUCK_REPEATS`` identical readings with vehicles (untrusted from the first repeat), or
+``STUCK_ON_REPEATS`` identical fully occupied ones (a standing vehicle until then); ``zero`` by rule 5, or
+after ``ZERO_LONG_STEPS`` exact-zero steps with ``ZERO_LONG_DUE_VEH`` of the lane's vehicles due and no
+confirmation as a blocked lane; ``implausible`` (more than one vehicle per second, speed far above the
+limit, vehicles with no occupancy). Missing or untrusted readings never count as zeros.
+(``models.detector_health`` classifies per 60-s window from a ``SegmentModel``; this per-step rule set is
+self-contained so that a blocked lane, whose loops *disagree* exactly like a dead loop's, is told apart by
+rule 5: its ``disagrees`` rule flags the blocked lane's upstream loop in the harness's INC4.)
+
+Univariate baseline: :func:`new_baseline_state` / :func:`update_baseline` flag one detector series far from
+its own hour-of-day baseline (robust z-score CUSUM). It needs days of history, so it is not part of the
+segment rules above; it is what runs on single-detector archives such as the MnDOT series.
+
+Cost: state is O(lanes x sections) numbers per segment (about 2 kB as JSON for two lanes and two sections);
+an event costs a few dict operations, a step and a camera reading O(lanes): 20-40 µs per event in CPython.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------- parameters
+#: Share of its normal flow a lane still passes at a loop upstream of a full blockage (hypothesis "block").
+RHO_BLOCK = 0.05
+#: Share a partly avoided lane still passes (hypothesis "partial": heavy traffic queues behind the stall).
+RHO_PARTIAL = 0.3
+#: Share a slowed lane still passes (hypothesis "slow": drivers avoid a crawling lane).
+RHO_SLOW = 0.3
+#: Pseudo-vehicles of the uniform prior on a section's lane shares.
+SHARE_PRIOR_VEH = 4.0
+#: Half-life of the learned lane shares, in vehicles counted at the section.
+SHARE_HALF_LIFE_VEH = 300.0
+#: Vehicles (forgetting included) a section must have seen before its starvation terms arm.
+SHARE_MIN_VEH = 30.0
+#: Largest lane share used in the LLR (avoids log(0) on a lane that carries everything).
+SHARE_MAX = 0.95
+#: Pseudo-vehicles of the prior ratio 1 between a lane's upstream and downstream loop counts.
+LANE_RATIO_PRIOR_VEH = 10.0
+#: Downstream-loop vehicles (forgetting included) a lane must have seen before its balance term arms.
+LANE_RATIO_MIN_VEH = 10.0
+#: Forgetting per step of the learned lane ratio.
+LANE_RATIO_FORGET = 0.99
+#: Learning (shares, ratios, kappa, camera rates) pauses while any lane evidence exceeds this, nats.
+LEARN_MAX_EVIDENCE = 2.0
+#: Evidence needed to raise an incident on a lane, nats.
+H_RAISE = 7.0
+#: Evidence that raises early when evidence independent of the loops agrees (camera hint, slow vehicles).
+H_FAST = 5.0
+#: Camera evidence of one halting vehicle at a clear position (a hint), nats.
+C_HINT = 2.4
+#: Camera-only evidence needed to raise an incident with unknown lane, nats.
+H_CAMERA_ONLY = 9.0
+#: Raise on exact-zero starvation only once a dead loop is ruled out (False trades fault safety for speed).
+REQUIRE_NOT_DEAD = True
+#: A loop is alive (not dead) if it counted or was occupied during the episode and has read exact zeros for
+#: at most this many steps since.
+ALIVE_MAX_ZERO_STEPS = 1
+#: Corroboration that rules out a dead loop (exact zeros): conservation LLR or camera stall evidence, nats.
+F_CORROBORATE = 3.0
+C_CORROBORATE = 4.0
+#: Conservation LLR (nats, negative) and exact-zero steps that make a starved loop a ``zero`` device fault.
+F_FAULT = 4.0
+ZERO_MIN_STEPS = 4
+#: A loop reading exact zeros for this many steps while this many of its lane's vehicles were due (share x
+#: other lanes' count, Poisson P(0) = e^-10) and never confirmed as a blocked lane is a ``zero`` fault.
+ZERO_LONG_STEPS = 30
+ZERO_LONG_DUE_VEH = 10.0
+#: Vehicles a lane's loop must have counted (forgetting included) for its own share to be trusted in the
+#: conservation test; below, the lane's share at the reference section is used (a loop dead from the start).
+LANE_SEEN_VEH = 5.0
+#: Learning rate per step of a section's mean flow (vehicles per step; for the delay estimate).
+FLOW_ALPHA = 0.05
+#: Prior weight (vehicles) of the cross-section ratio kappa = 1 (vehicles are conserved along a link).
+KAPPA_PRIOR_VEH = 40.0
+#: Clearing: lane evidence below CLEAR_EVIDENCE (nats) for ``CLEAR_STEPS`` steps in a row, or below
+#: CLEAR_EVIDENCE_BACK with the lane's recent share back to half its learned share (recent counts decayed by
+#: ``RECOVERY_DECAY`` per step); the camera must not show a stall.
+CLEAR_EVIDENCE = 1.0
+CLEAR_EVIDENCE_BACK = 4.0
+CLEAR_STEPS = 2
+RECOVERY_DECAY = 0.7
+#: Caps of the lane and camera CUSUMs (nats): evidence far beyond the thresholds only delays the clearing.
+J_CAP = 10.0
+C_CAP = 10.0
+#: Slow-lane terms: speed fractions of the limit, standing occupancy (0-1), other lanes' max occupancy (0-1).
+VERY_SLOW_FRAC = 0.2
+SLOW_FRAC = 0.35
+FREE_FRAC = 0.6
+STANDING_OCC = 0.04
+OTHERS_FREE_OCC = 0.15
+#: Slow-lane log-likelihood ratios per reading, nats.
+LLR_VERY_SLOW = 3.0
+LLR_SLOW = 1.0
+LLR_STANDING = 1.5
+LLR_FREE = -3.0
+#: Sections closer than this to the stop line see signal queues: they give lane evidence only when the
+#: segment has no other section, m.
+MIN_EVIDENCE_DIST_M = 30.0
+#: Camera stall: P(queue >= 1 at ts | stalled vehicle in the zone), learned-rate bins per cycle, prior weight.
+P_STALL_QUEUE = 0.95
+CAMERA_BINS = 12
+CAMERA_PRIOR_WEIGHT = 4.0
+CAMERA_FORGET = 0.98
+#: Largest camera evidence from one reading, nats: one halting vehicle at a clear position is not enough.
+CAMERA_LLR_CAP = 2.5
+#: A camera whose queue reached this share of the zone's storage (zone length x lanes / jam spacing, m)
+#: during the interval is saturated: a residual queue there is demand, not a stall (no evidence).
+SATURATED_QUEUE_SHARE = 0.6
+JAM_SPACING_M = 7.5
+#: A stop-line loop occupied this share (0-1) of its interval at a "clear" camera timestamp: a vehicle is held
+#: at the line (a turn waiting for a gap, a cycle failure), which explains a halting vehicle: no evidence.
+STOP_LINE_HELD_OCC = 0.5
+#: Prior P(queue >= 1) at a camera timestamp: after CLEAR_GREEN_S of green / just after green / in red.
+CLEAR_GREEN_S = 20.0
+P_QUEUE_CLEAR = 0.08
+P_QUEUE_AFTER_GREEN = 0.15
+P_QUEUE_RED = 0.6
+P_QUEUE_UNSIGNALISED = 0.1
+#: Device health: intervals without a reading that make a device silent; identical readings with vehicles
+#: that make it stuck; most vehicles per second per lane; speeds above this multiple of the limit (+20 km/h).
+SILENT_INTERVALS = 2.5
+STUCK_REPEATS = 3
+#: Identical readings with no vehicle leaving a loop held at least STANDING_HELD_OCC of the interval (a
+#: vehicle standing on it) that make it stuck-on.
+STUCK_ON_REPEATS = 20
+STANDING_HELD_OCC = 0.9
+MAX_VEH_PER_S = 1.0
+MAX_SPEED_FACTOR = 2.0
+#: Delay model: saturation flow, veh/h/lane; lane-change friction, s/veh; horizon of an overflow queue, s.
+SAT_FLOW_VEH_H_LANE = 1800.0
+LANE_CHANGE_FRICTION_S = 2.0
+DELAY_HORIZON_S = 900.0
+
+INCIDENT, CLEARED, SUSPECTED = "incident", "incident_cleared", "incident_suspected"
+FAULT, RESTORED = "device_fault", "device_restored"
+SILENT, STUCK, ZERO, IMPLAUSIBLE = "silent", "stuck", "zero", "implausible"
+#: Hypotheses per lane: name -> share of the lane's flow still passing the upstream loop.
+HYPOTHESES = {"block": RHO_BLOCK, "partial": RHO_PARTIAL, "slow": RHO_SLOW}
+_LN = {h: math.log(r) for h, r in HYPOTHESES.items()}
+
+# ---------------------------------------------------------------------------------------------- time
+
+
+_TS_CACHE: dict[str, int] = {}
+
+
+def parse_ts(ts: Any) -> int:
+    """Unix seconds of an ISO 8601 UTC timestamp (``YYYY-MM-DDThh:mm:ssZ``) or of a number of seconds.
+
+    Recent strings are memoised: a stream carries each timestamp hundreds of times.
+    """
+    if isinstance(ts, int | float):
+        return int(ts)
+    s = str(ts)
+    v = _TS_CACHE.get(s)
+    if v is None:
+        v = int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp())
+        if len(_TS_CACHE) > 4096:
+            _TS_CACHE.clear()
+        _TS_CACHE[s] = v
+    return v
+
+
+def format_ts(epoch_s: float) -> str:
+    """ISO 8601 UTC (``YYYY-MM-DDThh:mm:ssZ``) of Unix seconds."""
+    return datetime.fromtimestamp(int(epoch_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def _signal_of(G: Any, segment_id: str) -> dict[str, Any] | None:
+    """Cycle (s), offset (s) and green windows (s within the cycle) of the approach ``segment_id``."""
+    for tl in (G.graph.get("traffic_lights") or {}).values():
+        for ap in tl.get("approaches", []):
+            if ap.get("segment_id") != segment_id:
+                continue
+            cycle = float(tl.get("cycle_s") or 0.0)
+            if cycle <= 0:
+                return None
+            t = 0.0
+            windows: list[list[float]] = []
+            greens = set(ap.get("green_phases") or [])
+            for ph in tl.get("phases", []):
+                d = float(ph.get("duration_s") or 0.0)
+                if ph.get("index") in greens:
+                    windows.append([t, t + d])
+                t += d
+            return {"cycle_s": cycle, "offset_s": float(tl.get("offset_s") or 0.0), "green": windows}
+    return None
+
+
+def segment_configs_from_graph(G: Any) -> dict[str, dict[str, Any]]:
+    """Per-segment detector configuration from a ``citybrain-roadnet/1`` graph (network metadata only).
+
+    Parameters
+    ----------
+    G : networkx.MultiDiGraph
+        From ``roadnet.load_trafficnet`` (see ``docs/roadnet-contract.md``).
+
+    Returns
+    -------
+    dict of str to dict
+        Segment id → JSON-able config: lanes, length (m), speed limit (km/h), capacity (veh/h), loops
+        grouped in sections by role (position m, distance to the stop line m, lane index → loop id, the
+        nearest other section as flow reference, the next section downstream), the evidence sections, the
+        camera, the approach's signal timing, upstream and downstream segment ids.
+    """
+    dets = G.graph.get("detectors") or {}
+    by_seg: dict[str, list[dict[str, Any]]] = {}
+    for d in dets.values():
+        by_seg.setdefault(str(d["segment_id"]), []).append(d)
+    out: dict[str, dict[str, Any]] = {}
+    for u, v, sid, e in G.edges(keys=True, data=True):
+        lanes = int(e.get("lanes") or 1)
+        lane_ids = [str(x["lane_id"]) for x in sorted(e.get("lane_detail") or [], key=lambda x: x["index"])]
+        if len(lane_ids) != lanes:
+            lane_ids = [f"{sid}#{i}" for i in range(lanes)]
+        length = float(e["length_m"])
+        loops: dict[str, list[Any]] = {}
+        sections: dict[str, dict[str, Any]] = {}
+        camera: dict[str, Any] | None = None
+        for d in sorted(by_seg.get(str(sid), []), key=lambda d: str(d["detector_id"])):
+            if d.get("kind") == "camera":
+                camera = {
+                    "id": str(d["detector_id"]),
+                    "interval_s": float(d.get("interval_s") or 60.0),
+                    "zone_m": float(d.get("zone_length_m") or 100.0),
+                    "pos_m": float(d.get("pos_m") or 0.0),
+                }
+                continue
+            li = int(d.get("lane_index") or 0)
+            if li >= lanes:
+                continue
+            role = str(d.get("role") or "loop")
+            pos = float(d.get("pos_m") or 0.0)
+            dist = d.get("dist_to_stop_line_m")
+            sec = sections.setdefault(
+                role,
+                {"pos_m": pos, "dist_m": float(dist) if dist is not None else length - pos, "lanes": {}},
+            )
+            sec["lanes"][str(li)] = str(d["detector_id"])
+            loops[str(d["detector_id"])] = [role, li, float(d.get("interval_s") or 30.0)]
+        names = sorted(sections, key=lambda r: sections[r]["pos_m"])
+        for k, r in enumerate(names):
+            others = [o for o in names if o != r]
+            sections[r]["ref"] = (
+                min(others, key=lambda o: abs(sections[o]["pos_m"] - sections[r]["pos_m"])) if others else None
+            )
+            sections[r]["down"] = names[k + 1] if k + 1 < len(names) else None
+        for r in names:
+            sections[r]["lane_list"] = sorted([int(li), det] for li, det in sections[r]["lanes"].items())
+        far = [r for r in names if sections[r]["dist_m"] >= MIN_EVIDENCE_DIST_M]
+        upstream = sorted({str(k) for a, _, k in G.in_edges(u, keys=True) if a != v})
+        downstream = sorted({str(k) for _, b, k in G.out_edges(v, keys=True) if b != u})
+        out[str(sid)] = {
+            "segment_id": str(sid),
+            "lanes": lanes,
+            "lane_ids": lane_ids,
+            "length_m": length,
+            "speed_limit_kmh": float(e["speed_limit_kmh"]),
+            "capacity_veh_h": float(e.get("capacity_veh_h") or lanes * SAT_FLOW_VEH_H_LANE),
+            "signalised_end": bool(e.get("signalised_end")),
+            "loops": loops,
+            "step_s": min((float(m[2]) for m in loops.values()), default=30.0),
+            "sections": sections,
+            "evidence_sections": far or names,
+            "camera": camera,
+            "signal": _signal_of(G, str(sid)) if e.get("signalised_end") else None,
+            "upstream": upstream,
+            "downstream": downstream,
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """An empty, JSON-able detector state for one segment.
+
+    Keys: ``t`` (current step, Unix s), ``now`` (latest stream time, s), ``pend`` (readings of the step),
+    ``d`` (per loop: last reading s, signature, repeats, exact-zero run, conservation LLR ``F``, fault),
+    ``x`` (per section: learned lane counts ``n``, kappa sums ``k``, flow ``tot``, per lane: ratio sums
+    ``r`` to the downstream loop, previous count ``mp``, per hypothesis CUSUMs ``J`` and their starts
+    ``z0``, ``alive``), ``cam`` (camera health, per-bin queue rates ``b``), ``C`` (camera CUSUM, nats),
+    ``open``/``clear`` (open incidents by lane), ``flow`` (veh/h), ``seq``.
+    """
+    n = int(cfg["lanes"])
+    x = {
+        name: {
+            "n": [0.0] * n,
+            "k": [0.0, 0.0],
+            "tot": 0.0,
+            "r": [[0.0, 0.0] for _ in range(n)],
+            "mp": [0.0] * n,
+            "J": {h: [0.0] * n for h in HYPOTHESES},
+            "z0": {h: [None] * n for h in HYPOTHESES},
+            "alive": [False] * n,
+            "sv": [0] * n,
+            "acc": 0.0,
+            "kc": [0.0, 0.0],
+        }
+        for name in cfg["sections"]
+    }
+    cam = None
+    if cfg.get("camera"):
+        cam = {"last": None, "sig": None, "rep": 0, "fault": None, "b": [[0.0, 0.0] for _ in range(CAMERA_BINS)]}
+    return {
+        "t": None,
+        "now": None,
+        "pend": {},
+        "d": {},
+        "x": x,
+        "cam": cam,
+        "C": 0.0,
+        "c0": None,
+        "open": {},
+        "clear": {},
+        "susp": {},
+        "flow": 0.0,
+        "seq": 0,
+    }
+
+
+def segment_summary(cfg: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    """Small shareable summary: latest step (Unix s), open incident lanes and start (Unix s), flow (veh/h)."""
+    opened = state.get("open") or {}
+    starts = [int(o["start_s"]) for o in opened.values()]
+    return {
+        "segment_id": cfg["segment_id"],
+        "t": state.get("t"),
+        "open_lanes": sorted(opened),
+        "open_since": min(starts) if starts else None,
+        "flow_veh_h": round(float(state.get("flow") or 0.0), 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- health
+
+
+def _implausible(count: int, occ: float, speed: float | None, interval: float, limit: float) -> bool:
+    """A loop reading that breaks physics (more than 1 veh/s, speed far above the limit, vehicles, no time)."""
+    if interval > 0 and count / interval > MAX_VEH_PER_S:
+        return True
+    if speed is not None and speed > MAX_SPEED_FACTOR * limit + 20.0:
+        return True
+    return count >= 3 and occ <= 0.0
+
+
+def _lane_of(cfg: Mapping[str, Any], det: str) -> str | None:
+    meta = cfg["loops"].get(det)
+    return cfg["lane_ids"][meta[1]] if meta is not None else None
+
+
+def _fault(
+    cfg: Mapping[str, Any], det: str, ds: dict[str, Any], fault: str, since: int, now: int, ev: dict[str, Any]
+) -> dict[str, Any]:
+    ds["fault"] = fault
+    ds["fsince"] = since
+    return {
+        "type": FAULT,
+        "segment_id": cfg["segment_id"],
+        "detector_id": det,
+        "lane": _lane_of(cfg, det),
+        "fault": fault,
+        "ts": format_ts(now),
+        "since_ts": format_ts(since),
+        "evidence": ev,
+    }
+
+
+def _restored(cfg: Mapping[str, Any], det: str, ds: dict[str, Any], now: int) -> dict[str, Any]:
+    old = ds.get("fault")
+    ds["fault"] = None
+    return {
+        "type": RESTORED,
+        "segment_id": cfg["segment_id"],
+        "detector_id": det,
+        "lane": _lane_of(cfg, det),
+        "fault": old,
+        "ts": format_ts(now),
+    }
+
+
+def _new_det() -> dict[str, Any]:
+    return {"last": None, "sig": None, "rep": 0, "zr": 0, "F": 0.0, "O": 0.0, "fault": None, "fsince": None}
+
+
+# ---------------------------------------------------------------------------------------------- update
+
+
+def update_segment(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    event: Mapping[str, Any],
+    downstream: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Feed one device event of this segment (time order); return the decisions it triggers.
+
+    Parameters
+    ----------
+    cfg : Mapping
+        The segment's config (:func:`segment_configs_from_graph`).
+    state : dict
+        The segment's state (:func:`new_segment_state`), updated in place.
+    event : Mapping
+        A loop or camera event (device schema v1; ``ts`` ISO UTC, or ``ts_s`` Unix s).
+    downstream : Mapping, optional
+        Latest :func:`segment_summary` of downstream segments (annotation of spill-back only).
+
+    Returns
+    -------
+    list of dict
+        Decisions (see module doc), possibly empty. Cost: O(1) per event plus O(lanes) once per step.
+    """
+    ts = int(event["ts_s"]) if "ts_s" in event else parse_ts(event["ts"])
+    out: list[dict[str, Any]] = []
+    if state["now"] is None or ts > state["now"]:
+        state["now"] = ts
+    if state["pend"] and ts > int(state["t"]):
+        out += _step(cfg, state, ts, downstream)  # a loop stayed silent: close the step late
+    if event.get("type") == "camera":
+        return out + _camera(cfg, state, event, ts, downstream)
+    det = str(event.get("detector_id"))
+    if det not in cfg["loops"]:
+        return out
+    if state["t"] is None or ts > state["t"]:
+        state["t"] = ts
+    elif ts < state["t"]:
+        return out  # late reading of a closed step: ignored (the stream layer dead-letters these)
+    state["pend"][det] = [int(event.get("count") or 0), float(event.get("occupancy") or 0.0), event.get("speed_kmh")]
+    if len(state["pend"]) >= len(cfg["loops"]) or _complete(cfg, state):
+        out += _step(cfg, state, ts, downstream)
+    return out
+
+
+def flush_segment(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    now_s: float,
+    downstream: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Close the pending step (a reading is missing) and check silence at stream time ``now_s`` (Unix s)."""
+    now = int(now_s)
+    if state["now"] is None or now > state["now"]:
+        state["now"] = now
+    if state["pend"]:
+        return _step(cfg, state, now, downstream)
+    out: list[dict[str, Any]] = []
+    if state["t"] is not None:
+        _silence(cfg, state, now, out)
+    return out
+
+
+def _complete(cfg: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    """Every loop that is not known to be silent has reported for the pending step."""
+    pend = state["pend"]
+    for det in cfg["loops"]:
+        if det not in pend:
+            ds = state["d"].get(det)
+            if ds is None or ds.get("fault") != SILENT:
+                return False
+    return True
+
+
+def _silence(cfg: Mapping[str, Any], state: dict[str, Any], now: int, out: list[dict[str, Any]]) -> None:
+    for det, meta in cfg["loops"].items():
+        ds = state["d"].setdefault(det, _new_det())
+        if ds["last"] is None:
+            ds["last"] = int(state["t"]) - int(meta[2])
+        if ds["fault"] != SILENT and now - int(ds["last"]) >= SILENT_INTERVALS * float(meta[2]):
+            out.append(_fault(cfg, det, ds, SILENT, int(ds["last"]), now, {"last_reading_ts": format_ts(ds["last"])}))
+            _reset_lane(state, meta[0], int(meta[1]))
+    cam = state.get("cam")
+    camcfg = cfg.get("camera")
+    if cam is not None and camcfg is not None:
+        if cam["last"] is None:
+            cam["last"] = int(state["t"])
+        if cam["fault"] != SILENT and now - int(cam["last"]) >= SILENT_INTERVALS * float(camcfg["interval_s"]):
+            cam["fault"] = SILENT
+            out.append(
+                _camera_decision(cfg, FAULT, SILENT, now, int(cam["last"]), {"last_reading_ts": format_ts(cam["last"])})
+            )
+
+
+def _camera_decision(
+    cfg: Mapping[str, Any], kind: str, fault: str, now: int, since: int, ev: dict[str, Any]
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "type": kind,
+        "segment_id": cfg["segment_id"],
+        "detector_id": cfg["camera"]["id"],
+        "lane": None,
+        "fault": fault,
+        "ts": format_ts(now),
+    }
+    if kind == FAULT:
+        d["since_ts"] = format_ts(since)
+        d["evidence"] = ev
+    return d
+
+
+def _reset_lane(state: dict[str, Any], section: str, i: int) -> None:
+    xs = state["x"].get(section)
+    if xs is None:
+        return
+    for h in HYPOTHESES:
+        xs["J"][h][i] = 0.0
+        xs["z0"][h][i] = None
+    xs["alive"][i] = False
+
+
+def _health(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    pend: Mapping[str, list[Any]],
+    t: int,
+    now: int,
+    out: list[dict[str, Any]],
+) -> tuple[dict[str, list[Any]], set[str]]:
+    """Per-loop health for one step: returns the usable readings and the loops that read exact zeros."""
+    limit = float(cfg["speed_limit_kmh"])
+    usable: dict[str, list[Any]] = {}
+    zeros: set[str] = set()
+    for det, r in pend.items():
+        meta = cfg["loops"][det]
+        ds = state["d"].setdefault(det, _new_det())
+        ds["last"] = t
+        if ds["fault"] == SILENT:
+            out.append(_restored(cfg, det, ds, now))
+        count, occ, speed = int(r[0]), float(r[1]), r[2]
+        sig = [count, round(occ, 4), None if speed is None else round(float(speed), 1)]
+        nonzero = count > 0 or occ > 0.0
+        if nonzero and sig == ds["sig"]:
+            ds["rep"] += 1
+        else:
+            ds["rep"] = 1 if nonzero else 0
+            if ds["fault"] == STUCK:
+                out.append(_restored(cfg, det, ds, now))
+        ds["sig"] = sig
+        # a loop held the whole interval with nothing leaving it is a standing vehicle until it lasts too long
+        standing = count == 0 and occ >= STANDING_HELD_OCC
+        need = STUCK_ON_REPEATS if standing else STUCK_REPEATS
+        if ds["rep"] >= need and ds["fault"] != STUCK:
+            out.append(
+                _fault(
+                    cfg, det, ds, STUCK, t - (ds["rep"] - 1) * int(meta[2]), now, {"repeats": ds["rep"], "reading": sig}
+                )
+            )
+            _reset_lane(state, meta[0], int(meta[1]))
+        if ds["rep"] >= (need if standing else 2):
+            continue  # a repeated reading with vehicles is not trusted
+        if _implausible(count, occ, None if speed is None else float(speed), float(meta[2]), limit):
+            if ds["fault"] != IMPLAUSIBLE:
+                out.append(_fault(cfg, det, ds, IMPLAUSIBLE, t, now, {"reading": sig}))
+            continue
+        if ds["fault"] == IMPLAUSIBLE:
+            out.append(_restored(cfg, det, ds, now))
+        if ds["fault"] == ZERO:
+            if not nonzero:
+                ds["zr"] += 1
+                continue
+            out.append(_restored(cfg, det, ds, now))
+            ds["zr"], ds["F"], ds["O"] = 0, 0.0, 0.0
+        usable[det] = r
+        if not nonzero:
+            zeros.add(det)
+    return usable, zeros
+
+
+def _step(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    now: int,
+    downstream: Mapping[str, Mapping[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    """Evaluate the pending step (its loop readings) at stream time ``now`` (Unix s)."""
+    out: list[dict[str, Any]] = []
+    pend: dict[str, list[Any]] = state["pend"]
+    state["pend"] = {}
+    t = int(state["t"])
+    usable, zeros = _health(cfg, state, pend, t, now, out)
+    _silence(cfg, state, now, out)
+    sections = cfg["sections"]
+    totals: dict[str, float | None] = {}
+    for name, sec in sections.items():
+        complete = bool(sec["lanes"]) and all(det in usable for det in sec["lanes"].values())
+        totals[name] = float(sum(usable[det][0] for det in sec["lanes"].values())) if complete else None
+    quiet = _max_evidence(state) < LEARN_MAX_EVIDENCE and not state["open"]
+    limit = float(cfg["speed_limit_kmh"])
+    for name, sec in sections.items():
+        xs = state["x"][name]
+        dets = {i: det for i, det in sec["lane_list"]}
+        idx = [i for i, det in sec["lane_list"] if det in usable]
+        if len(idx) < 2:
+            continue
+        c = {i: int(usable[dets[i]][0]) for i in idx}
+        N = float(sum(c.values()))
+        n_sum = sum(xs["n"][i] for i in idx)
+        armed = n_sum >= SHARE_MIN_VEH
+        ref = sec.get("ref")
+        R = totals.get(ref) if ref else None
+        kap = (xs["k"][0] + KAPPA_PRIOR_VEH) / (xs["k"][1] + KAPPA_PRIOR_VEH)
+        ref_n = state["x"][ref]["n"] if ref else None
+        down = sec.get("down")
+        down_lanes = sections[down]["lanes"] if down else {}
+        for i in idx:
+            p = min(SHARE_MAX, (xs["n"][i] + SHARE_PRIOR_VEH / len(idx)) / (n_sum + SHARE_PRIOR_VEH))
+            ci = c[i]
+            occ_i = float(usable[dets[i]][1])
+            if armed or down_lanes:
+                llr = _lane_llr(xs, i, p, ci, N, armed, usable, dets, idx, limit, down_lanes)
+                slow_reading = llr.pop("_slow_reading", 0.0) > 0.0
+                for h, v in llr.items():
+                    old = xs["J"][h][i]
+                    new = min(J_CAP, max(0.0, old + v))
+                    if old <= 0.0 < new:
+                        xs["z0"][h][i] = t - int(cfg["loops"][dets[i]][2])
+                        if h == "block":
+                            xs["alive"][i] = False
+                        if h == "slow":
+                            xs["sv"][i] = 0
+                    xs["J"][h][i] = new
+                if slow_reading and xs["J"]["slow"][i] > 0.0:
+                    xs["sv"][i] += 1
+                if xs["J"]["block"][i] > 0.0 and (ci > 0 or occ_i > 0.0):
+                    xs["alive"][i] = True
+            # conservation over the loop's exact-zero run (blocked lane vs dead loop)
+            ds = state["d"][dets[i]]
+            if dets[i] in zeros:
+                ds["zr"] += 1
+                pr = _dead_share(xs, ref_n, i, p)
+                o_veh = N - ci
+                ds["O"] += o_veh
+                if R is not None:  # against the reference section's total, scaled by kappa
+                    pi1 = kap / (1.0 + kap)
+                    pif = kap * (1.0 - pr) / (1.0 + kap * (1.0 - pr))
+                    ds["F"] += o_veh * math.log(pi1 / pif) + R * math.log((1.0 - pi1) / (1.0 - pif))
+            else:
+                if ds["zr"]:
+                    ds["zr"], ds["F"], ds["O"] = 0, 0.0, 0.0
+                continue
+            if ds["zr"] < ZERO_MIN_STEPS:
+                continue
+            starved = xs["J"]["block"][i] >= 0.5 * H_RAISE or xs["n"][i] < LANE_SEEN_VEH
+            lost = ds["F"] <= -F_FAULT and starved
+            # never confirmed as a blocked lane although many vehicles were due: a stall is cleared sooner
+            due = float(ds["O"]) * pr
+            stale = ds["zr"] >= ZERO_LONG_STEPS and due >= ZERO_LONG_DUE_VEH and ds["F"] < F_CORROBORATE
+            if (lost or stale) and ds["fault"] is None and str(i) not in state["open"]:
+                since = t - ds["zr"] * int(cfg["loops"][dets[i]][2])
+                ev = {
+                    "zero_steps": ds["zr"],
+                    "conservation_llr": round(ds["F"], 2),
+                    "other_lanes_veh": round(ds["O"], 1),
+                    "lane_veh_due": round(due, 1),
+                    "rule": "zero counts while the cross-section loses the lane's vehicles"
+                    if lost
+                    else "zero counts for long while the lane's vehicles were due",
+                }
+                out.append(_fault(cfg, dets[i], ds, ZERO, since, now, ev))
+                _reset_lane(state, name, i)
+        xs["acc"] = float(xs["acc"]) + N  # vehicles counted by the usable lanes since the last camera reading
+        # the previous upstream counts (for the lag of the lane ratio) and learning
+        for i in idx:
+            d_det = down_lanes.get(str(i))
+            if d_det is not None and d_det in usable and quiet:
+                rr = xs["r"][i]
+                rr[0] = rr[0] * LANE_RATIO_FORGET + c[i]
+                rr[1] = rr[1] * LANE_RATIO_FORGET + float(usable[d_det][0])
+            xs["mp"][i] = float(c[i])
+        if quiet:
+            lam = 0.5 ** (N / SHARE_HALF_LIFE_VEH)
+            for i in idx:
+                xs["n"][i] = xs["n"][i] * lam + c[i]
+            if len(idx) == len(sec["lanes"]):
+                xs["tot"] = xs["tot"] * (1.0 - FLOW_ALPHA) + FLOW_ALPHA * N
+                if R is not None and not any(state["d"][d]["zr"] >= 6 for d in sec["lanes"].values()):
+                    xs["k"][0] = xs["k"][0] * lam + N
+                    xs["k"][1] = xs["k"][1] * lam + R
+    _recovery(cfg, state, usable)
+    best = max((state["x"][n]["tot"] for n in sections), default=0.0)
+    state["flow"] = best * 3600.0 / float(cfg["step_s"])
+    out += _decide(cfg, state, t, now, downstream)
+    return out
+
+
+def _dead_share(xs: Mapping[str, Any], ref_n: list[float] | None, i: int, p: float) -> float:
+    """The share a dead loop of lane ``i`` would lose: learned at its section, else at the reference section."""
+    pr = p
+    if xs["n"][i] < LANE_SEEN_VEH and ref_n is not None and sum(ref_n) > 0:
+        pr = ref_n[i] / sum(ref_n)
+    return min(max(pr, 0.01), SHARE_MAX)
+
+
+def _lane_llr(
+    xs: Mapping[str, Any],
+    i: int,
+    p: float,
+    ci: int,
+    N: float,
+    armed: bool,
+    usable: Mapping[str, list[Any]],
+    dets: Mapping[int, str],
+    idx: list[int],
+    limit: float,
+    down_lanes: Mapping[str, str],
+) -> dict[str, float]:
+    """One step's log-likelihood ratios (nats) of lane ``i`` of a section, per hypothesis.
+
+    Starvation (binomial lane share, rule 1) for every hypothesis; the lane's balance against its own loop
+    downstream (rule 2b) for ``block`` and ``partial``; the lane's speeds (rule 3) for ``slow``.
+    """
+    llr = {h: 0.0 for h in HYPOTHESES}
+    if armed:
+        for h, rho in HYPOTHESES.items():
+            q = rho * p
+            llr[h] += ci * _LN[h] + (N - ci) * math.log((1.0 - q) / (1.0 - p))
+    d_det = down_lanes.get(str(i))
+    if d_det is not None and d_det in usable and xs["r"][i][1] >= LANE_RATIO_MIN_VEH:
+        rr = xs["r"][i]
+        ratio = (rr[0] + LANE_RATIO_PRIOR_VEH) / (rr[1] + LANE_RATIO_PRIOR_VEH)
+        m_eff = 0.5 * (ci + float(xs["mp"][i]))  # upstream counts lead the downstream ones by up to a cycle
+        s_cnt = float(usable[d_det][0])
+        pi0 = ratio / (1.0 + ratio)
+        for h in ("block", "partial"):
+            rho = HYPOTHESES[h]
+            pi1 = rho * ratio / (1.0 + rho * ratio)
+            llr[h] += m_eff * math.log(pi1 / pi0) + s_cnt * math.log((1.0 - pi1) / (1.0 - pi0))
+    # slow / standing lane
+    others = [usable[dets[j]] for j in idx if j != i]
+    # the other lanes are not queued: low occupancy, and the vehicles they count pass at free speed
+    free = all(
+        float(o[1]) < OTHERS_FREE_OCC and (int(o[0]) == 0 or o[2] is None or float(o[2]) >= FREE_FRAC * limit)
+        for o in others
+    )
+    v_i = usable[dets[i]][2]
+    if ci > 0 and v_i is not None:
+        v = float(v_i)
+        if v >= FREE_FRAC * limit:
+            llr["slow"] += LLR_FREE
+        elif free and v < VERY_SLOW_FRAC * limit:
+            llr["slow"] += LLR_VERY_SLOW
+            llr["_slow_reading"] = 1.0
+        elif free and v < SLOW_FRAC * limit:
+            llr["slow"] += LLR_SLOW
+            llr["_slow_reading"] = 1.0
+    elif ci == 0 and free and float(usable[dets[i]][1]) >= STANDING_OCC:
+        llr["slow"] += LLR_STANDING
+        llr["_slow_reading"] = 1.0
+    return llr
+
+
+def _recovery(cfg: Mapping[str, Any], state: dict[str, Any], usable: Mapping[str, list[Any]]) -> None:
+    """Recent lane / other-lane counts at the section that raised each open incident."""
+    for key, inc in state["open"].items():
+        sec_name = inc.get("sec")
+        if key == "cam" or sec_name is None:
+            continue
+        lanes_map = cfg["sections"][sec_name]["lanes"]
+        det_i = lanes_map.get(key)
+        if det_i not in usable:
+            continue
+        own = float(usable[det_i][0])
+        oth = float(sum(usable[d][0] for li, d in lanes_map.items() if li != key and d in usable))
+        inc["rc"] = round(float(inc["rc"]) * RECOVERY_DECAY + own, 4)
+        inc["ro"] = round(float(inc["ro"]) * RECOVERY_DECAY + oth, 4)
+
+
+def _cycle_prior(cfg: Mapping[str, Any], ts: int) -> tuple[int, float]:
+    """Cycle-position bin of a camera timestamp and the prior P(halting vehicle at ts) from the signal plan."""
+    sig = cfg.get("signal")
+    if not sig:
+        return 0, P_QUEUE_UNSIGNALISED
+    cyc = float(sig["cycle_s"])
+    x = (ts - float(sig["offset_s"])) % cyc
+    b = min(CAMERA_BINS - 1, int(x / cyc * CAMERA_BINS))
+    for s, e in sig["green"]:
+        if s <= x < e:
+            return b, P_QUEUE_CLEAR if x - s >= CLEAR_GREEN_S else P_QUEUE_RED
+    for s, e in sig["green"]:
+        if e - s >= CLEAR_GREEN_S and (x - e) % cyc <= 5.0:
+            return b, P_QUEUE_AFTER_GREEN  # just after a long green the queue has been served
+    return b, P_QUEUE_RED
+
+
+def _camera_conservation(cfg: Mapping[str, Any], state: dict[str, Any], cam_count: int) -> None:
+    """Rule 2 against the camera: vehicles entering the zone (count) vs the section's count since then.
+
+    Learns the ratio ``kc`` of section to camera counts while quiet; adds the blocked-lane vs dead-loop
+    LLR to every loop of the section that is in an exact-zero run.
+    """
+    quiet = _max_evidence(state) < LEARN_MAX_EVIDENCE and not state["open"]
+    for name, sec in cfg["sections"].items():
+        xs = state["x"][name]
+        n_sec = float(xs["acc"])
+        xs["acc"] = 0.0
+        if float(sec["pos_m"]) >= float(cfg["camera"]["pos_m"]):
+            continue  # the section must be upstream of the camera zone
+        kc = (xs["kc"][0] + KAPPA_PRIOR_VEH) / (xs["kc"][1] + KAPPA_PRIOR_VEH)
+        n_sum = sum(xs["n"])
+        for li, det in sec["lanes"].items():
+            ds = state["d"].get(det)
+            if ds is None or ds.get("fault") is not None or int(ds.get("zr") or 0) < 1 or n_sum <= 0:
+                continue
+            i = int(li)
+            pr = min(max((xs["n"][i] + 1.0) / (n_sum + len(xs["n"])), 0.01), SHARE_MAX)
+            pi1 = kc / (1.0 + kc)
+            pif = kc * (1.0 - pr) / (1.0 + kc * (1.0 - pr))
+            ds["F"] = float(ds["F"]) + n_sec * math.log(pi1 / pif) + cam_count * math.log((1.0 - pi1) / (1.0 - pif))
+        if quiet and not any(int((state["d"].get(d) or {}).get("zr") or 0) >= 6 for d in sec["lanes"].values()):
+            xs["kc"][0] = xs["kc"][0] * CAMERA_FORGET + n_sec
+            xs["kc"][1] = xs["kc"][1] * CAMERA_FORGET + cam_count
+
+
+def _stop_line_state(cfg: Mapping[str, Any], state: Mapping[str, Any], ts: int) -> str:
+    """``held`` if a loop near the stop line was occupied most of its interval ending at ``ts``; ``unknown`` if
+    one cannot tell (faulty, silent or untrusted); else ``free`` (also without stop-line loops)."""
+    held = False
+    for sec in cfg["sections"].values():
+        if float(sec["dist_m"]) >= MIN_EVIDENCE_DIST_M:
+            continue
+        for det in sec["lanes"].values():
+            ds = state["d"].get(det)
+            if not ds or ds.get("last") != ts or not ds.get("sig") or ds.get("fault") or int(ds.get("rep") or 0) >= 2:
+                return "unknown"
+            held = held or float(ds["sig"][1]) >= STOP_LINE_HELD_OCC
+    return "held" if held else "free"
+
+
+def _camera(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    ev: Mapping[str, Any],
+    ts: int,
+    downstream: Mapping[str, Mapping[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    """Rule 4 on one camera reading: health, then the stall evidence added to every lane's hypotheses."""
+    out: list[dict[str, Any]] = []
+    cam = state.get("cam")
+    camcfg = cfg.get("camera")
+    if cam is None or camcfg is None or str(ev.get("camera_id")) != camcfg["id"]:
+        return out
+    if cam["last"] is not None and ts <= int(cam["last"]) and cam["fault"] != SILENT:
+        return out
+    cam["last"] = ts
+    q = int(ev.get("queue_len_veh") or 0)
+    qmax = int(ev.get("queue_max_veh") or 0)
+    sig = [int(ev.get("count_total") or 0), q, qmax, round(float(ev.get("occupancy") or 0.0), 4), ev.get("speed_kmh")]
+    nonzero = any(v not in (None, 0, 0.0) for v in sig)
+    if nonzero and sig == cam["sig"]:
+        cam["rep"] += 1
+    else:
+        cam["rep"] = 1 if nonzero else 0
+        if cam["fault"] in (STUCK, SILENT):
+            out.append(_camera_decision(cfg, RESTORED, cam["fault"], ts, ts, {}))
+            cam["fault"] = None
+    cam["sig"] = sig
+    if cam["rep"] >= STUCK_REPEATS and cam["fault"] != STUCK:
+        cam["fault"] = STUCK
+        out.append(_camera_decision(cfg, FAULT, STUCK, ts, ts, {"repeats": cam["rep"], "reading": sig}))
+    if cam["rep"] >= 2:
+        return out
+    storage = float(camcfg["zone_m"]) * max(1, int(cfg["lanes"])) / JAM_SPACING_M
+    if qmax >= SATURATED_QUEUE_SHARE * storage:
+        return out  # the zone filled up during the interval: a residual queue is demand, no evidence
+    _camera_conservation(cfg, state, int(ev.get("count_total") or 0))
+    b, p_prior = _cycle_prior(cfg, ts)
+    hits, n = cam["b"][b]
+    p0 = min(max((hits + CAMERA_PRIOR_WEIGHT * p_prior) / (n + CAMERA_PRIOR_WEIGHT), 0.01), 0.99)
+    hit = q >= 1
+    if hit and p0 < 0.5:
+        line = _stop_line_state(cfg, state, ts)
+        if line == "unknown" or (line == "held" and p_prior < P_QUEUE_RED):
+            # a vehicle held at the line during green (a turn waiting for a gap) explains a halting vehicle;
+            # so may a stop line we cannot see
+            return out
+    if p_prior < P_QUEUE_RED:
+        cam["clear_q"] = q  # halting vehicles at the latest position where the queue should have cleared
+    llr = math.log(P_STALL_QUEUE / p0) if hit else math.log((1.0 - P_STALL_QUEUE) / (1.0 - p0))
+    # where a queue is expected anyway a halting vehicle says nothing, but an empty zone still refutes a stall
+    llr = min(llr, CAMERA_LLR_CAP if p0 < 0.5 else 0.0)
+    c_new = min(C_CAP, max(0.0, float(state["C"]) + llr))
+    if float(state["C"]) <= 0.0 < c_new:
+        state["c0"] = ts - int(camcfg["interval_s"])
+    state["C"] = c_new
+    if not state["open"]:
+        cam["b"][b] = [hits * CAMERA_FORGET + (1.0 if hit else 0.0), n * CAMERA_FORGET + 1.0]
+    # a stalled vehicle blocks a lane: the camera term joins the lane hypotheses that model one
+    for name in cfg["evidence_sections"]:
+        xs = state["x"][name]
+        for h in ("block", "partial"):
+            js = xs["J"][h]
+            for i in range(len(js)):
+                new = min(J_CAP, max(0.0, js[i] + llr))
+                if js[i] <= 0.0 < new:
+                    xs["z0"][h][i] = ts - int(camcfg["interval_s"])
+                    if h == "block":
+                        xs["alive"][i] = False
+                js[i] = new
+    out += _decide(cfg, state, ts, ts, downstream, camera_step=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- decisions
+
+
+def _max_evidence(state: Mapping[str, Any]) -> float:
+    m = 0.0
+    for xs in state["x"].values():
+        for js in xs["J"].values():
+            if js:
+                m = max(m, max(js))
+    return m
+
+
+def _lane_evidence(cfg: Mapping[str, Any], state: Mapping[str, Any], i: int) -> tuple[float, str | None, str | None]:
+    """Lane ``i``'s best hypothesis evidence (nats) over the evidence sections whose loop is healthy."""
+    best, where, hyp = 0.0, None, None
+    key = str(i)
+    for name in cfg["evidence_sections"]:
+        det = cfg["sections"][name]["lanes"].get(key)
+        if det is None:
+            continue
+        ds = state["d"].get(det)
+        if ds is not None and ds.get("fault") is not None:
+            continue
+        xs = state["x"][name]
+        for h in HYPOTHESES:
+            if xs["J"][h][i] > best:
+                best, where, hyp = xs["J"][h][i], name, h
+    return best, where, hyp
+
+
+def _delay(cfg: Mapping[str, Any], state: Mapping[str, Any], blocked: int, slow_kmh: float | None) -> float:
+    """Extra delay per vehicle (s) with ``blocked`` lanes lost or one lane at ``slow_kmh`` (km/h).
+
+    Webster's uniform delay on signalised approaches, BPR on others, an overflow queue when demand exceeds
+    the remaining capacity, plus a lane-change friction term.
+    """
+    n = int(cfg["lanes"])
+    q = float(state.get("flow") or 0.0)
+    cap = float(cfg["capacity_veh_h"])
+    rest = cap * max(n - blocked, 0) / n if n else 0.0
+    x0 = q / cap if cap > 0 else 0.0
+    x1 = q / rest if rest > 0 else 10.0
+    sig = cfg.get("signal")
+    if sig:
+        cyc = float(sig["cycle_s"])
+        g = sum(e - s for s, e in sig["green"]) / cyc if cyc else 0.5
+
+        def web(x: float) -> float:
+            return 0.5 * cyc * (1.0 - g) ** 2 / max(1e-3, 1.0 - min(x, 0.98) * g)
+
+        d = web(x1) - web(x0)
+    else:
+        t0 = float(cfg["length_m"]) / (float(cfg["speed_limit_kmh"]) / 3.6)
+        d = t0 * 0.15 * (min(x1, 2.0) ** 4 - x0**4)
+    if x1 > 1.0:
+        d += (x1 - 1.0) * DELAY_HORIZON_S / 2.0
+    d += LANE_CHANGE_FRICTION_S * blocked
+    if slow_kmh is not None and slow_kmh > 0:
+        d += float(cfg["length_m"]) * (3.6 / slow_kmh - 3.6 / float(cfg["speed_limit_kmh"])) / max(n, 1)
+    return max(0.0, d)
+
+
+def _severity(n: int, blocked: int, delay_s: float, flow: float, cap: float) -> str:
+    """``high`` (all lanes, demand ≥ 90 % of what is left, or ≥ 60 s/veh), ``medium`` (half the lanes or
+    ≥ 15 s/veh), else ``low``."""
+    frac = blocked / n if n else 1.0
+    rest = cap * max(n - blocked, 0) / n if n else 0.0
+    if frac >= 1.0 or rest <= 0 or flow / rest >= 0.9 or delay_s >= 60.0:
+        return "high"
+    if frac >= 0.5 or delay_s >= 15.0:
+        return "medium"
+    return "low"
+
+
+def _decide(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    t: int,
+    now: int,
+    downstream: Mapping[str, Mapping[str, Any]] | None,
+    camera_step: bool = False,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    C = float(state["C"])
+    opened: dict[str, Any] = state["open"]
+    for i in range(int(cfg["lanes"])):
+        key = str(i)
+        e, where, hyp = _lane_evidence(cfg, state, i)
+        if e < CLEAR_EVIDENCE:
+            state["susp"].pop(key, None)
+        if key in opened:
+            if not camera_step:
+                inc = opened[key]
+                h_open, sec_open = inc.get("hyp"), inc.get("sec")
+                if h_open in HYPOTHESES and sec_open in state["x"]:
+                    e = float(state["x"][sec_open]["J"][h_open][i])  # the evidence of what was raised
+                _maybe_clear(cfg, state, key, e, C, now, out)
+            continue
+        # another lane already open: this one needs its own evidence beyond the shared camera term
+        extra = C if opened else 0.0
+        if where is None or hyp is None or e < H_FAST + extra:
+            continue
+        xs = state["x"][where]
+        det = cfg["sections"][where]["lanes"][key]
+        ds = state["d"].get(det) or _new_det()
+        corr = []
+        if xs["alive"][i] and int(ds["zr"]) <= ALIVE_MAX_ZERO_STEPS:
+            corr.append("loop_alive")  # counted or occupied during the episode, and not reading zeros since
+        if float(ds["F"]) >= F_CORROBORATE:
+            corr.append("flow_conserved")
+        if C >= C_CORROBORATE:
+            corr.append("camera_stall")
+        elif C >= C_HINT and hyp != "slow":
+            corr.append("camera_hint")
+        if hyp == "slow" and xs["sv"][i] > 0:
+            corr.append("slow_vehicles")
+        if hyp == "slow" and "slow_vehicles" not in corr:
+            continue  # a slowdown needs slow vehicles; starvation alone is the other hypotheses' job
+        # flow conservation rules out a dead loop but is what normal traffic does too: not a confirmation
+        not_dead = [c for c in corr if c != "camera_hint"]
+        strong = [c for c in corr if c in ("camera_stall", "camera_hint", "slow_vehicles")]
+        if not not_dead and REQUIRE_NOT_DEAD:
+            # exact zeros only: a blocked lane or a dead loop; say so once, wait for conservation to decide
+            if e >= H_RAISE and key not in state["susp"]:
+                state["susp"][key] = t
+                out.append(
+                    {
+                        "type": SUSPECTED,
+                        "segment_id": cfg["segment_id"],
+                        "lane": cfg["lane_ids"][i],
+                        "ts": format_ts(now),
+                        "start_ts": format_ts(int(xs["z0"][hyp][i] or t)),
+                        "detector_id": det,
+                        "evidence": {
+                            "reason": "lane empty while its neighbours flow: blocked lane or dead loop",
+                            "scores": {h: round(xs["J"][h][i], 2) for h in HYPOTHESES},
+                            "conservation": round(float(ds["F"]), 2),
+                        },
+                    }
+                )
+            continue
+        if e < H_RAISE + extra and not strong:
+            continue  # below the threshold, only independent corroboration confirms early
+        rules = {
+            "block": ["lane_starved", "lane_balance"],
+            "partial": ["lane_avoided", "lane_balance"],
+            "slow": ["lane_avoided", "lane_slow"],
+        }[hyp]
+        if C > 0 and hyp != "slow":
+            rules = [*rules, "camera_stall"]
+        z0 = xs["z0"][hyp][i]
+        start = int(z0) if z0 is not None else t
+        dets = [det]
+        down = cfg["sections"][where].get("down")
+        if down and key in cfg["sections"][down]["lanes"]:
+            dets.append(cfg["sections"][down]["lanes"][key])
+        dets += [d for li, d in cfg["sections"][where]["lanes"].items() if li != key]
+        if C > 0 and cfg.get("camera") is not None:
+            dets.append(cfg["camera"]["id"])
+        scores = {h: round(xs["J"][h][i], 2) for h in HYPOTHESES}
+        scores.update({"camera": round(C, 2), "conservation": round(float(ds["F"]), 2), "total": round(e, 2)})
+        out.append(_raise(cfg, state, [i], start, now, hyp, rules, corr, dets, scores, where, downstream))
+    C = float(state["C"])  # a lane incident that just cleared resets the camera evidence
+    if "cam" not in opened and not opened and C >= H_CAMERA_ONLY and cfg.get("camera") is not None:
+        c0 = int(state["c0"]) if state["c0"] is not None else t
+        scores = {"camera": round(C, 2), "total": round(C, 2)}
+        out.append(
+            _raise(
+                cfg,
+                state,
+                [],
+                c0,
+                now,
+                "stall",
+                ["camera_stall"],
+                ["camera_stall"],
+                [cfg["camera"]["id"]],
+                scores,
+                None,
+                downstream,
+            )
+        )
+    elif "cam" in opened and camera_step:
+        _maybe_clear(cfg, state, "cam", 0.0, C, now, out)
+    return out
+
+
+def _raise(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    lanes: list[int],
+    start: int,
+    now: int,
+    hyp: str,
+    rules: list[str],
+    corr: list[str],
+    dets: list[str],
+    scores: dict[str, float],
+    section: str | None,
+    downstream: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    n = int(cfg["lanes"])
+    slow_kmh = None
+    if hyp == "slow" and section is not None and lanes:
+        sig = (state["d"].get(cfg["sections"][section]["lanes"][str(lanes[0])]) or {}).get("sig")
+        if sig and sig[2] is not None:
+            slow_kmh = float(sig[2])
+    blocked = 0 if hyp == "slow" else max(1, len(lanes))
+    delay = _delay(cfg, state, blocked, slow_kmh)
+    flow = float(state.get("flow") or 0.0)
+    sev = _severity(n, blocked, delay, flow, float(cfg["capacity_veh_h"]))
+    total = float(scores.get("total", 0.0))
+    # heuristic map of the evidence margin to 0.5-1: 0.5 at half the threshold, ~0.9 at the threshold
+    conf = round(1.0 - 0.5 * math.exp(-max(0.0, total - H_RAISE / 2.0) / 2.0), 3)
+    state["seq"] = int(state["seq"]) + 1
+    iid = f"{cfg['segment_id']}#{state['seq']}"
+    key = str(lanes[0]) if lanes else "cam"
+    lane_ids = [cfg["lane_ids"][i] for i in lanes]
+    evidence: dict[str, Any] = {
+        "hypothesis": hyp,
+        "rules": rules,
+        "corroboration": corr,
+        "detectors": dets,
+        "scores": scores,
+    }
+    if section is not None:
+        evidence["section"] = section
+    for sid, summ in (downstream or {}).items():
+        if summ.get("open_lanes") and summ.get("open_since") is not None and int(summ["open_since"]) <= start:
+            evidence["probable_spillback_of"] = sid
+            break
+    share = 0.0
+    if section is not None and lanes:
+        xs = state["x"][section]
+        share = (xs["n"][lanes[0]] + 1.0) / (sum(xs["n"]) + len(xs["n"]))
+    state["susp"].pop(key, None)
+    state["open"][key] = {
+        "id": iid,
+        "start_s": start,
+        "lanes": lanes,
+        "t": now,
+        "sec": section,
+        "hyp": hyp,
+        "p": round(share, 4),
+        "rc": 0.0,
+        "ro": 0.0,
+    }
+    state["clear"][key] = 0
+    return {
+        "type": INCIDENT,
+        "incident_id": iid,
+        "segment_id": cfg["segment_id"],
+        "lane": lane_ids[0] if lane_ids else None,
+        "lanes": lane_ids,
+        "start_ts": format_ts(start),
+        "detected_ts": format_ts(now),
+        "ts": format_ts(now),
+        "severity": sev,
+        "confidence": conf,
+        "delay_s_per_veh": round(delay, 1),
+        "delay_veh_h_per_h": round(delay * flow / 3600.0, 2),
+        "evidence": evidence,
+    }
+
+
+def _maybe_clear(
+    cfg: Mapping[str, Any],
+    state: dict[str, Any],
+    key: str,
+    e_lane: float,
+    C: float,
+    now: int,
+    out: list[dict[str, Any]],
+) -> None:
+    """Clear an open incident once its signature is gone for ``CLEAR_STEPS`` steps.
+
+    Gone: the camera shows no stall evidence and either the lane's evidence fell below ``CLEAR_EVIDENCE``
+    or the lane carries at least half its learned share again.
+    """
+    inc = state["open"][key]
+    gone = C <= 0.0 if key == "cam" else False
+    if key != "cam":
+        rc, ro = float(inc.get("rc", 0.0)), float(inc.get("ro", 0.0))
+        back = rc >= 2.0 and rc / max(rc + ro, 1e-9) >= 0.5 * float(inc.get("p", 0.0))
+        cam = state.get("cam")
+        cam_ok = C < C_CORROBORATE or (cam is not None and cam.get("clear_q") == 0)
+        lane_ok = e_lane < CLEAR_EVIDENCE or (back and e_lane < CLEAR_EVIDENCE_BACK)
+        # a lane that carries its share again with no evidence left needs no camera confirmation
+        gone = lane_ok and (cam_ok or (back and e_lane <= 0.0))
+    state["clear"][key] = int(state["clear"].get(key, 0)) + 1 if gone else 0
+    if state["clear"][key] < CLEAR_STEPS:
+        return
+    del state["open"][key]
+    state["clear"].pop(key, None)
+    if key != "cam":
+        for name in state["x"]:
+            _reset_lane(state, name, int(key))
+    if key == "cam" or not state["open"]:
+        state["C"] = 0.0
+    lanes = [cfg["lane_ids"][i] for i in inc["lanes"]]
+    out.append(
+        {
+            "type": CLEARED,
+            "incident_id": inc["id"],
+            "segment_id": cfg["segment_id"],
+            "lane": lanes[0] if lanes else None,
+            "lanes": lanes,
+            "start_ts": format_ts(inc["start_s"]),
+            "ts": format_ts(now),
+            "duration_s": int(now - int(inc["start_s"])),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------- network
+
+
+class IncidentDetector:
+    """All segments of a network in one object (bench, tests, single-process workers).
+
+    Parameters
+    ----------
+    configs : Mapping
+        Segment id → config (:func:`segment_configs_from_graph`).
+    states : Mapping, optional
+        Segment id → state to resume from (JSON round-trips).
+    """
+
+    def __init__(self, configs: Mapping[str, Mapping[str, Any]], states: Mapping[str, Any] | None = None) -> None:
+        self.configs = dict(configs)
+        self.states: dict[str, dict[str, Any]] = {
+            sid: dict(states[sid]) if states and sid in states else new_segment_state(cfg)
+            for sid, cfg in self.configs.items()
+        }
+        self.summaries: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_graph(cls, G: Any) -> IncidentDetector:
+        """Build from a ``citybrain-roadnet/1`` graph."""
+        return cls(segment_configs_from_graph(G))
+
+    def _down(self, sid: str) -> dict[str, dict[str, Any]]:
+        return {d: self.summaries[d] for d in self.configs[sid]["downstream"] if d in self.summaries}
+
+    def process(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Feed one event (any segment, time order); return its decisions."""
+        sid = str(event.get("segment_id"))
+        cfg = self.configs.get(sid)
+        if cfg is None:
+            return []
+        st = self.states[sid]
+        out = update_segment(cfg, st, event, self._down(sid))
+        if out:
+            self.summaries[sid] = segment_summary(cfg, st)
+        return out
+
+    def process_all(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Feed a time-ordered iterable of events, then flush; return every decision."""
+        out: list[dict[str, Any]] = []
+        last = None
+        for ev in events:
+            out += self.process(ev)
+            last = ev
+        if last is not None:
+            ts = int(last["ts_s"]) if "ts_s" in last else parse_ts(last["ts"])
+            out += self.flush(ts)
+        return out
+
+    def flush(self, now_s: float) -> list[dict[str, Any]]:
+        """Close every pending step at stream time ``now_s`` (Unix s)."""
+        out: list[dict[str, Any]] = []
+        for sid, cfg in self.configs.items():
+            out += flush_segment(cfg, self.states[sid], now_s, self._down(sid))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+
+
+#: Time-of-day bins per day for the univariate baseline.
+BASELINE_BINS = 24
+#: Learning rate of a bin's mean and mean absolute deviation (per sample in that bin).
+BASELINE_ALPHA = 0.1
+#: Samples a bin needs before it is trusted (the global baseline is used before).
+BASELINE_MIN_SAMPLES = 3
+#: Samples before anything is flagged at all (half a day at 5-min spacing).
+BASELINE_WARMUP = 144
+#: CUSUM allowance (robust z units per sample), threshold, and the z cap per sample.
+BASELINE_K = 1.0
+BASELINE_H = 15.0
+BASELINE_Z_CAP = 6.0
+#: An episode ends after this many samples in a row with the CUSUM below BASELINE_H / 4.
+BASELINE_CALM_SAMPLES = 6
+#: Noise floor of the scale, as a share of the global mean level (linear) or in log units (log scale).
+BASELINE_SCALE_FLOOR = 0.05
+
+
+def new_baseline_state(direction: int = 1, log_scale: bool = False) -> dict[str, Any]:
+    """State of the univariate time-of-day baseline detector (one detector series).
+
+    Parameters
+    ----------
+    direction : int
+        +1 when high values are bad (occupancy, travel time), -1 when low values are (speed).
+    log_scale : bool
+        Model ``log(1 + value)``: for ratio-scale, heavy-tailed series (travel time, occupancy).
+    """
+    return {
+        "dir": 1 if direction >= 0 else -1,
+        "log": bool(log_scale),
+        "m": [0.0] * BASELINE_BINS,
+        "s": [0.0] * BASELINE_BINS,
+        "n": [0] * BASELINE_BINS,
+        "gm": 0.0,
+        "gs": 0.0,
+        "gn": 0,
+        "S": 0.0,
+        "s0": None,
+        "open": False,
+        "calm": 0,
+    }
+
+
+def update_baseline(state: dict[str, Any], ts_s: float, value: float) -> dict[str, Any] | None:
+    """Feed one sample of a single detector series; return a decision when an episode opens or ends.
+
+    The sample is compared with the robust baseline (mean, mean absolute deviation) of its hour of the day,
+    learned with winsorised updates so that an anomaly moves it only slowly; the standardised deviation in
+    the bad direction feeds a CUSUM (allowance ``BASELINE_K``, threshold ``BASELINE_H``). O(1) per sample.
+
+    Parameters
+    ----------
+    state : dict
+        From :func:`new_baseline_state`, updated in place.
+    ts_s : float
+        Sample time, Unix s. The hour of the day is taken in UTC: pass local time as UTC for local profiles.
+    value : float
+        The sample (occupancy %, speed, travel time, ...).
+
+    Returns
+    -------
+    dict or None
+        ``{"type": "anomaly" | "anomaly_cleared", "ts" (Unix s), "start_ts" (Unix s), "score"}``.
+    """
+    x = math.log1p(max(value, 0.0)) if state["log"] else float(value)
+    b = int((ts_s % 86400.0) / 86400.0 * BASELINE_BINS) % BASELINE_BINS
+    if state["gn"] == 0:
+        state["gm"] = x
+    trusted = state["n"][b] >= BASELINE_MIN_SAMPLES
+    mu, sc = (state["m"][b], state["s"][b]) if trusted else (state["gm"], state["gs"])
+    floor = BASELINE_SCALE_FLOOR * (1.0 if state["log"] else max(abs(state["gm"]), 1e-6))
+    scale = max(sc, floor)
+    z = max(-BASELINE_Z_CAP, min(BASELINE_Z_CAP, state["dir"] * (x - mu) / (1.25 * scale)))
+    armed = state["gn"] >= BASELINE_WARMUP
+    s_old = float(state["S"])
+    s_new = max(0.0, s_old + z - BASELINE_K) if armed else 0.0
+    if s_old <= 0.0 < s_new:
+        state["s0"] = ts_s
+    state["S"] = s_new
+    # winsorised learning: the bin (fast once trusted) and the global level (slow)
+    xw = mu + max(-3.0, min(3.0, (x - mu) / scale)) * scale if state["gn"] > 10 else x
+    nb = state["n"][b]
+    if nb == 0:
+        state["m"][b], state["s"][b] = xw, state["gs"]
+    else:
+        a = BASELINE_ALPHA if nb >= BASELINE_MIN_SAMPLES else 1.0 / (nb + 1)
+        state["s"][b] += a * (abs(xw - state["m"][b]) - state["s"][b])
+        state["m"][b] += a * (xw - state["m"][b])
+    state["n"][b] = nb + 1
+    ag = 0.01 if state["gn"] > 100 else 1.0 / (state["gn"] + 1)
+    state["gs"] += ag * (abs(xw - state["gm"]) - state["gs"])
+    state["gm"] += ag * (xw - state["gm"])
+    state["gn"] += 1
+    if not state["open"]:
+        if s_new >= BASELINE_H:
+            state["open"], state["calm"] = True, 0
+            return {"type": "anomaly", "ts": ts_s, "start_ts": state["s0"], "score": round(s_new, 2)}
+        return None
+    state["calm"] = state["calm"] + 1 if s_new < BASELINE_H / 4.0 else 0
+    if state["calm"] >= BASELINE_CALM_SAMPLES:
+        state["open"] = False
+        state["S"] = 0.0
+        return {"type": "anomaly_cleared", "ts": ts_s, "start_ts": state["s0"], "score": round(s_new, 2)}
+    return None
