@@ -43,16 +43,24 @@ test-integration: $(STAMP)
 test-fuzz: $(STAMP)
 	CITYBRAIN_FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/fuzz -q
 
+# Faults survived, payloads tried, events lost, duplicates, recovery times: fuzzing + the fault tests on the
+# real engine (Apache Kafka + mosquitto), then the table (bench/fault_table.py)
+test-faults: $(STAMP)
+	rm -f artifacts/fault-results.jsonl
+	CITYBRAIN_FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/fuzz -q
+	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/faults -q -ra
+	$(PY) -m bench.fault_table
+
 test-e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
 
 test: lint typecheck $(STAMP)
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -ra --ignore=tests/faults
 
 # The real-engine suite: Apache Kafka (KRaft, single node) + mosquitto instead of Tansu + amqtt.
 test-kafka: $(STAMP)
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { echo "mosquitto missing: apt-get install -y mosquitto"; exit 2; }
-	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/integration -q -ra
+	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/integration tests/e2e -q -ra
 
 # Evaluations against the shared SUMO harness (need SUMO_PY: a Python with ../shared/eval/sumo/requirements.txt)
 eval-deps: $(STAMP)

@@ -274,12 +274,21 @@ def simulate(
     speed: Annotated[float, typer.Option(help="simulated s per wall s; 0 = as fast as possible")] = 0.0,
     duration_s: Annotated[float, typer.Option(help="simulated seconds")] = 3600.0,
     start: Annotated[str, typer.Option(help="simulated start, ISO UTC")] = "2025-01-06T07:00:00Z",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int | None, typer.Option(help="default: the scenario's seed, else 0")] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="scenario JSON: demand, incidents, faults, signal plans (docs/simulator.md)", exists=True),
+    ] = None,
+    truth_dir: Annotated[
+        Path | None,
+        typer.Option(help="write ground truth here (ground_truth_edges.jsonl, incidents.json, device_faults.jsonl)"),
+    ] = None,
 ) -> None:
     """Simulate the network's loop detectors and cameras and publish their events like real devices."""
     from ops.runtime import load_network
     from sensors_sim.publish import JsonlPublisher, KafkaPublisher, MqttPublisher
     from sensors_sim.run import simulate as run_sim
+    from sensors_sim.scenario import load_scenario
     from streams.topics import bootstrap_of
 
     s = _settings()
@@ -309,7 +318,17 @@ def simulate(
             done = (ts - t0).total_seconds() / duration_s if duration_s else 0
             typer.echo(f"\r{n:>9,} events  simulated {ts:%H:%M:%S}  {done:6.1%}", err=True, nl=False)
 
-    n = run_sim(graph, pub, start=t0, duration_s=duration_s, speed=speed, seed=seed, on_progress=progress)
+    n = run_sim(
+        graph,
+        pub,
+        start=t0,
+        duration_s=duration_s,
+        speed=speed,
+        seed=seed,
+        on_progress=progress,
+        scenario=load_scenario(scenario) if scenario else None,
+        truth_dir=truth_dir,
+    )
     pub.flush()
     pub.close()
     typer.echo(f"\n{n} events published ({publish})", err=True)

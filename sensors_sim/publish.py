@@ -2,7 +2,21 @@
 
 Every publisher has the same interface (:class:`Publisher`): ``publish(event)``, ``flush()`` and
 ``close()``, and works as a context manager (``close()`` on exit). Payloads are the event's compact JSON
-(orjson), the same bytes as a line of the SUMO harness's ``events.jsonl``.
+(orjson), the same bytes as a line of the SUMO harness's ``events.jsonl``; a
+:class:`~sensors_sim.events.RawEvent` (a faulty device's malformed payload) is sent as its raw bytes, to the
+topic / with the key of its device.
+
+**Device status over MQTT.** Field devices each hold an MQTT session with a last will. The simulator
+publishes for many devices over one connection, which can carry only one will, so:
+
+- :meth:`MqttPublisher.announce` publishes one *retained* ``{"status":"online"}`` per device to
+  ``{topic_root}/{city}/{loop|camera}/{id}/status`` (``simulate`` calls it at the start);
+- the connection's own will is ``{"status":"offline"}`` (retained) on
+  ``{topic_root}/{city}/sim/{client_id}/status``, where ``{"status":"online"}`` is published (retained) on
+  connect. If the simulator dies, the broker sends that will: a subscriber learns that every device announced
+  by that client went offline with it;
+- a clean :meth:`MqttPublisher.close` publishes ``{"status":"offline"}`` (retained) for the client and for
+  every announced device.
 """
 
 from __future__ import annotations
@@ -12,15 +26,16 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from sensors_sim.events import Event, event_bytes, event_device
 
 _T = TypeVar("_T")
 
@@ -28,8 +43,14 @@ _T = TypeVar("_T")
 class Publisher(Protocol):
     """What :func:`sensors_sim.run.simulate` needs from a sink."""
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Send one event (may be buffered)."""
+    def publish(self, event: Event) -> None:
+        """Send one event, or a raw payload (may be buffered).
+
+        Parameters
+        ----------
+        event : dict or RawEvent
+            A device-schema-v1 event, or raw bytes with their device.
+        """
         ...
 
     def flush(self) -> None:
@@ -43,6 +64,7 @@ class Publisher(Protocol):
 
 class _ContextManager:
     def close(self) -> None:  # pragma: no cover - overridden
+        """Release the sink."""
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -52,13 +74,13 @@ class _ContextManager:
         self.close()
 
 
-def device_topic(event: dict[str, Any], city: str, topic_root: str = "city") -> str:
+def device_topic(event: Event, city: str, topic_root: str = "city") -> str:
     """The MQTT topic of a device event: ``{topic_root}/{city}/{loop|camera}/{detector_id|camera_id}``.
 
     Parameters
     ----------
-    event : dict
-        A loop or camera event.
+    event : dict or RawEvent
+        A loop or camera event, or a raw payload of such a device.
     city : str
         City id.
     topic_root : str
@@ -69,9 +91,34 @@ def device_topic(event: dict[str, Any], city: str, topic_root: str = "city") -> 
     str
         The topic.
     """
-    kind = event["type"]
-    dev = event["detector_id"] if kind == "loop" else event["camera_id"]
+    kind, dev, _ = event_device(event)
     return f"{topic_root}/{city}/{kind}/{dev}"
+
+
+def status_topic(kind: str, device_id: str, city: str, topic_root: str = "city") -> str:
+    """The retained status topic of a device: ``{topic_root}/{city}/{kind}/{device_id}/status``.
+
+    Parameters
+    ----------
+    kind : str
+        ``loop``, ``camera`` (or ``sim`` for the simulator's own client).
+    device_id : str
+        Device (or MQTT client) id.
+    city : str
+        City id.
+    topic_root : str
+        First topic level.
+
+    Returns
+    -------
+    str
+        The topic.
+    """
+    return f"{topic_root}/{city}/{kind}/{device_id}/status"
+
+
+ONLINE = b'{"status":"online"}'
+OFFLINE = b'{"status":"offline"}'
 
 
 class MqttPublisher(_ContextManager):
@@ -80,6 +127,7 @@ class MqttPublisher(_ContextManager):
     The network loop runs in paho's background thread. At most 100 messages are in flight; at most
     ``max_pending`` unacknowledged messages are kept, beyond that :meth:`publish` waits for the oldest.
     Messages published while the connection is down are queued by paho and sent after it reconnects.
+    Device status (retained online messages, the client's last will) is described in the module docstring.
 
     Parameters
     ----------
@@ -101,6 +149,8 @@ class MqttPublisher(_ContextManager):
         Seconds to wait for the connection, and for acknowledgements in :meth:`flush`.
     max_pending : int
         Unacknowledged messages kept before :meth:`publish` blocks.
+    offline_on_close : bool
+        On :meth:`close`, publish a retained offline status for the client and every announced device.
 
     Raises
     ------
@@ -121,6 +171,7 @@ class MqttPublisher(_ContextManager):
         *,
         timeout_s: float = 30.0,
         max_pending: int = 10_000,
+        offline_on_close: bool = True,
     ) -> None:
         self.city = city
         self.topic_root = topic_root
@@ -130,11 +181,16 @@ class MqttPublisher(_ContextManager):
         self._pending: deque[mqtt.MQTTMessageInfo] = deque()
         self._connected = threading.Event()
         self._refused: str | None = None
+        self.offline_on_close = offline_on_close
+        self.client_id = client_id or f"citybrain-sim-{uuid.uuid4().hex[:8]}"
+        self.announced: list[tuple[str, str]] = []
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"citybrain-sim-{uuid.uuid4().hex[:8]}",
+            client_id=self.client_id,
             protocol=mqtt.MQTTv311,
         )
+        self.sim_status_topic = status_topic("sim", self.client_id, city, topic_root)
+        self._client.will_set(self.sim_status_topic, OFFLINE, qos=1, retain=True)
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(100)
@@ -153,29 +209,46 @@ class MqttPublisher(_ContextManager):
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self._refused = str(reason_code)
+        else:  # (re)connected: the will may have marked this client offline meanwhile
+            client.publish(self.sim_status_topic, ONLINE, self.qos, retain=True)
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Publish one event to its device topic.
+    def publish(self, event: Event) -> None:
+        """Publish one event (its JSON) or raw payload (its bytes) to its device topic.
 
         Parameters
         ----------
-        event : dict
-            A loop or camera event.
+        event : dict or RawEvent
+            A loop or camera event, or a raw payload.
 
         Raises
         ------
         TimeoutError
             If the oldest of ``max_pending`` messages is not acknowledged within ``timeout_s``.
         """
+        self._send(device_topic(event, self.city, self.topic_root), event_bytes(event))
+
+    def announce(self, devices: Iterable[tuple[str, str]]) -> None:
+        """Publish a retained ``{"status":"online"}`` on each device's status topic.
+
+        Parameters
+        ----------
+        devices : iterable of (str, str)
+            ``(type, id)`` of each device (``loop``/``camera``).
+        """
+        for kind, did in devices:
+            self._send(status_topic(kind, did, self.city, self.topic_root), ONLINE, retain=True)
+            self.announced.append((kind, did))
+
+    def _send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         while self._pending and self._pending[0].is_published():
             self._pending.popleft()
         if len(self._pending) >= self.max_pending:
             self._wait(self._pending.popleft(), self.timeout_s)
-        info = self._client.publish(device_topic(event, self.city, self.topic_root), orjson.dumps(event), self.qos)
+        info = self._client.publish(topic, payload, self.qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_NO_CONN:
             # paho keeps the message queued and sends it after reconnecting; wait_for_publish would
             # otherwise raise on this return code.
@@ -205,8 +278,12 @@ class MqttPublisher(_ContextManager):
             self._pending.popleft()
 
     def close(self) -> None:
-        """Flush, then disconnect and stop the network thread."""
+        """Publish the offline statuses (``offline_on_close``), flush, disconnect, stop the network thread."""
         try:
+            if self.offline_on_close:
+                for kind, did in self.announced:
+                    self._send(status_topic(kind, did, self.city, self.topic_root), OFFLINE, retain=True)
+                self._send(self.sim_status_topic, OFFLINE, retain=True)
             self.flush()
         finally:
             self._client.disconnect()
@@ -226,9 +303,15 @@ class JsonlPublisher(_ContextManager):
         self.path = Path(path)
         self._file = self.path.open("wb")
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Append one event line."""
-        self._file.write(orjson.dumps(event) + b"\n")
+    def publish(self, event: Event) -> None:
+        """Append one event line (a raw payload's bytes as they are).
+
+        Parameters
+        ----------
+        event : dict or RawEvent
+            The message.
+        """
+        self._file.write(event_bytes(event) + b"\n")
 
     def flush(self) -> None:
         """Flush the file buffer to the operating system."""
@@ -296,8 +379,13 @@ class KafkaPublisher(_ContextManager):
         while self._delivery:
             await self._delivery.popleft()
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Hand one event to the producer.
+    def publish(self, event: Event) -> None:
+        """Hand one event (its JSON) or raw payload (its bytes) to the producer, keyed by segment.
+
+        Parameters
+        ----------
+        event : dict or RawEvent
+            The message.
 
         Raises
         ------
@@ -306,7 +394,7 @@ class KafkaPublisher(_ContextManager):
         TimeoutError
             If the producer does not accept the record within ``timeout_s``.
         """
-        self._run(self._send(str(event["segment_id"]).encode(), orjson.dumps(event)))
+        self._run(self._send(event_device(event)[2].encode(), event_bytes(event)))
 
     def flush(self) -> None:
         """Block until every record handed over so far is acknowledged by the broker.

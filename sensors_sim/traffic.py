@@ -1,171 +1,155 @@
-"""A small macroscopic traffic state over the road graph, vectorised with numpy.
+"""A mesoscopic traffic model: the cell-transmission model (CTM) on a road graph, vectorised with numpy.
 
-The model, per directed segment (all arrays are indexed like :attr:`TrafficState.segment_ids`):
+The network is compiled by :func:`sensors_sim.network.compile_network` (segments = lane groups cut into
+cells, movements at the junctions). Every step of ``dt`` (1 s) does, for all cells and movements at once:
 
-1. **Demand.** The degree of saturation ``x = flow / capacity`` is
-   ``base_load * demand_factor(time of day) * exp(noise)``, clipped to ``[0, X_MAX]``.
-   ``base_load`` is drawn once per segment: quiet segments ``U(0.30, 0.65)``, a few "hot" ones
-   ``U(0.88, 0.96)``, i.e. near capacity at the peak. ``noise`` is an Ornstein–Uhlenbeck process
-   (log-normal, slowly varying), one per segment.
-2. **Density and speed.** Moving vehicles are on the free-flow branch of a triangular fundamental diagram
-   (free speed = speed limit, ``k = q / v_f``); demand is kept below capacity, so the congested branch is
-   never reached. On signalised approaches the Webster uniform delay
-   ``d = 0.5 C (1 - g/C)^2 / (1 - min(x, 0.95) g/C)`` is added to the free-flow travel time, so the mean
-   (space-mean) speed is ``L / (L / v_f + d)`` and the density, by Little's law, ``k = q / v``.
-3. **Queues.** Each lane runs a deterministic fluid D/D/1 queue at its stop line: arrivals at the lane's
-   flow, departures at the saturation flow ``s = capacity / (lanes * g/C)`` while green. Unsignalised lanes
-   are always green and never queue. The cycle average of this queue is exactly the Webster uniform delay
-   above; the queue itself is what stop-line loops and cameras see within a cycle. The jam density
-   (150 veh/km/lane) sets the spacing of queued vehicles and how many fit on a lane.
+1. **Fundamental diagram.** Each cell has a triangular fundamental diagram with free speed ``v_f`` (the speed
+   limit), jam density ``k_j`` = 150 veh/km/lane, backward wave speed ``w`` = 18 km/h and capacity ``Q`` =
+   lanes × the saturation flow (``capacity_veh_h / lanes``, divided by the fixed green ratio on signalised
+   approaches, so 1800 veh/h/lane for the importers' defaults). Where ``Q`` exceeds the triangle's peak
+   ``k_j w v_f / (v_f + w)`` the triangle's peak applies. A cell with ``n`` vehicles *sends*
+   ``S = min(n · min(1, v_f dt / l), Q dt)`` and *receives* ``R = min(Q dt, min(1, w dt / l) (N - n))``, with
+   ``l`` its length and ``N = k_j · lanes · l``. Between the cells of a segment the flow is ``min(S_up, R_down)``.
+2. **Junctions.** The last cell of a segment holds one queue per movement (its turning ratio ``beta`` of
+   what enters the cell). A movement sends ``min(q_m · min(1, v_f dt / l), lam_m Q dt)`` while its approach
+   has green (always, without a signal); the approach's total is capped at ``Q dt``. Where several movements
+   enter one segment and together send more than its first cell receives, each gets the same share of its
+   demand. The sink (vehicles leaving the network) always receives. A queue that cannot leave fills the last
+   cell, then the cells upstream (spill-back), and blocks upstream junctions in turn.
+3. **Demand.** Each segment has a peak entry rate (fringe entries and, optionally, local traffic on interior
+   segments), times the time-of-day profile, times a log-normal Ornstein–Uhlenbeck noise (mean 1). What
+   cannot enter (the first cell has no room left after the junction flows) waits outside the network, as in
+   SUMO's insertion queue.
+4. **Signals** (:class:`sensors_sim.signals.SignalBank`): the state at the start of the step applies for the
+   whole step; yellow stops traffic like red.
+5. **Incidents.** ``blocked_lane``: the cell at ``pos_m`` loses the blocked lanes' share of its capacity, and
+   the remaining lanes a further ``1 - BLOCK_MERGE_FACTOR`` (merging), or all of it when every lane is
+   blocked; over the ``BLOCK_SLOW_ZONE_M`` before it traffic slows to ``BLOCK_PASS_SPEED_KMH`` to merge.
+   ``slowdown``: the segment's free speed becomes the mean over its lanes of the (lowered) lane speeds, which
+   also lowers the triangle's peak flow.
+6. **Route choice, minimal.** Vehicles entering a last cell split by the turning ratios weighted by
+   ``(1 - fill)^AVOID_FULL_EXP`` of each target segment: drivers avoid roads that are filling up (without
+   this, random turning on real networks with tiny junction-internal links gridlocks small rings).
 
-The time of day is taken in UTC (the demo city lives on UTC). Not modelled: spill-back between segments,
-flow conservation at junctions, route choice, oversaturation, incidents, vehicle classes.
+Vehicles are conserved exactly: :attr:`TrafficModel.inflow_veh` − :attr:`TrafficModel.outflow_veh` is the
+change of :meth:`TrafficModel.vehicles` (to rounding).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import networkx as nx
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from sensors_sim.network import (
+    DT_S,
+    K_JAM_VEH_KM_LANE,
+    WAVE_SPEED_KMH,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    bsum,
+    compile_network,
+)
+from sensors_sim.scenario import MAX_ENTRY_X, DemandSpec, IncidentSpec
+from sensors_sim.signals import SignalBank
 
-K_JAM_VEH_KM_LANE = 150.0
-"""Jam density, vehicles per km per lane (6.7 m per queued vehicle)."""
-X_MAX = 0.98
-"""Highest degree of saturation (flow / capacity) the demand may reach."""
-X_DELAY_CAP = 0.95
-"""``x`` is capped at this value inside the uniform-delay formula."""
-QUIET_LOAD = (0.30, 0.65)
-"""Range of the peak-hour degree of saturation of ordinary segments."""
-HOT_LOAD = (0.88, 0.96)
-"""Range of the peak-hour degree of saturation of hot segments."""
-HOT_FRACTION = 0.08
-"""Share of segments made hot when they are chosen at random."""
-NOISE_SIGMA = 0.10
-"""Stationary standard deviation of the log-demand noise (dimensionless)."""
-NOISE_TAU_S = 600.0
-"""Correlation time of the demand noise, seconds."""
-PEAK_HOUR = 8.0
-"""Centre of the morning peak, hours UTC."""
-PEAK_WIDTH_H = 1.25
-"""Standard deviation of the Gaussian morning peak, hours."""
-BASE_DEMAND = 0.30
-"""Demand factor away from the peak (the peak itself is 1.0)."""
-
-
-def demand_factor(t_s: float) -> float:
-    """Time-of-day demand factor: a smooth morning peak.
-
-    ``BASE_DEMAND + (1 - BASE_DEMAND) * exp(-0.5 * ((h - PEAK_HOUR) / PEAK_WIDTH_H) ** 2)`` with ``h`` the
-    UTC hour of day; 1.0 at 08:00, about 0.95 at 07:30 and 0.30 at night.
-
-    Parameters
-    ----------
-    t_s : float
-        POSIX time, seconds.
-
-    Returns
-    -------
-    float
-        The factor, dimensionless, in ``[BASE_DEMAND, 1]``.
-    """
-    h = (t_s % 86400.0) / 3600.0
-    return BASE_DEMAND + (1.0 - BASE_DEMAND) * math.exp(-0.5 * ((h - PEAK_HOUR) / PEAK_WIDTH_H) ** 2)
+BLOCK_MERGE_FACTOR = 0.8
+"""Capacity kept by the open lanes next to a blocked lane (merging friction), dimensionless."""
+BLOCK_SLOW_ZONE_M = 50.0
+"""Length of road before a stalled vehicle over which traffic slows down to merge past it, metres."""
+BLOCK_PASS_SPEED_KMH = 20.0
+"""Free speed there, km/h."""
+BLOCK_POS_SHARE = 0.7
+"""Default position of a stalled vehicle, as a share of the segment length."""
+AVOID_FULL_EXP = 2.0
+"""Drivers avoid filling segments: turning ratios are weighted by ``(1 - fill)^AVOID_FULL_EXP``."""
+AVOID_FLOOR = 0.02
+"""Lowest value of ``1 - fill`` in that weight (a full segment still gets a trickle)."""
+HALT_FULL_KMH = 5.0
+"""Below this cell speed all its vehicles count as halting, km/h."""
+HALT_NONE_KMH = 10.0
+"""Above this cell speed none do (linear in between), km/h."""
 
 
-def uniform_delay_s(cycle_s: FloatArray, green_ratio: FloatArray, x: FloatArray) -> FloatArray:
-    """Webster's uniform delay at a fixed-time signal, per vehicle.
-
-    ``d = 0.5 C (1 - g/C)^2 / (1 - min(x, X_DELAY_CAP) g/C)``; zero where ``g/C = 1`` (no signal).
+def halting_share(speed_ms: FloatArray) -> FloatArray:
+    """Share of a cell's vehicles that are halting, from the cell's space-mean speed.
 
     Parameters
     ----------
-    cycle_s : numpy.ndarray
-        Cycle length ``C``, seconds.
-    green_ratio : numpy.ndarray
-        Effective green ratio ``g/C``, dimensionless in ``(0, 1]``.
-    x : numpy.ndarray
-        Degree of saturation ``flow / capacity``, dimensionless.
+    speed_ms : numpy.ndarray
+        Cell speeds, m/s.
 
     Returns
     -------
     numpy.ndarray
-        Mean delay, seconds per vehicle.
+        1 below ``HALT_FULL_KMH``, 0 above ``HALT_NONE_KMH``, linear in between; dimensionless.
     """
-    xc = np.minimum(x, X_DELAY_CAP)
-    d: FloatArray = 0.5 * cycle_s * (1.0 - green_ratio) ** 2 / (1.0 - xc * green_ratio)
-    return d
+    out: FloatArray = np.clip((HALT_NONE_KMH - speed_ms * 3.6) / (HALT_NONE_KMH - HALT_FULL_KMH), 0.0, 1.0)
+    return out
 
 
-def _green_mask(tls: dict[str, Any], segment_id: str, green_phases: Collection[int]) -> tuple[BoolArray, float, float]:
-    """Green (True) for each whole second of the cycle, the cycle length and the offset, seconds."""
-    phases = sorted(tls["phases"], key=lambda p: p["index"])
-    ends = np.cumsum([float(p["duration_s"]) for p in phases])
-    cycle = float(tls["cycle_s"])
-    mid = np.arange(math.ceil(cycle)) + 0.5
-    which = np.minimum(np.searchsorted(ends, mid, side="right"), len(phases) - 1)
-    green = np.array(
-        [
-            p["kind"] == "green" and (p["index"] in green_phases or segment_id in p.get("green_approaches", []))
-            for p in phases
-        ]
-    )
-    return green[which], cycle, float(tls.get("offset_s", 0.0))
-
-
-class TrafficState:
-    """Macroscopic traffic state of every segment and lane, advanced by :meth:`step`.
+class TrafficModel:
+    """The CTM state of a road graph, advanced by :meth:`step` (see the module docstring).
 
     Parameters
     ----------
     G : networkx.MultiDiGraph
         Road graph following ``docs/roadnet-contract.md``.
     t_s : float
-        POSIX time of the initial state, seconds.
+        POSIX time of the initial (empty) state, seconds.
     seed : int
-        Seed of the state's random generator (base loads, hot segments, noise).
-    hot_segments : collection of str, optional
-        Segments to make hot. By default ``HOT_FRACTION`` of the signalised segments (of all segments if
-        none is signalised), at least one, chosen at random.
+        Seed of the demand noise.
+    demand : DemandSpec, optional
+        Demand; default :class:`~sensors_sim.scenario.DemandSpec` (a morning peak).
+    incidents : sequence of IncidentSpec
+        Scripted incidents (times relative to ``t_s``).
+    warm_start : bool
+        Start from the free-flow state of the current demand instead of an empty network: every cell holds
+        the vehicles its segment's expected entry flow would put there at free speed (flows propagated
+        through the turning ratios), so that the first minutes are not an empty city filling up.
+    avoid_full_exp : float
+        Exponent ``a`` of the route-choice weight ``(1 - fill)^a`` (0 = fixed turning ratios).
+    turning_ratios : mapping, optional
+        Turning-ratio overrides (see :func:`~sensors_sim.network.compile_network`).
 
     Attributes
     ----------
+    net : Network
+        The compiled graph.
+    signals : SignalBank
+        Signal plans.
     t_s : float
-        POSIX time of the state, seconds.
-    segment_ids : list of str
-        Segment order of the per-segment arrays; ``index`` maps a segment id to its position.
-    lane_ids : list of str
-        Lane order of the per-lane arrays; ``lane_index`` maps a lane id to its position.
-    lane_segment : numpy.ndarray of int
-        Segment position of each lane.
-    hot : numpy.ndarray of bool
-        Hot segments.
-    base_load : numpy.ndarray
-        Peak-hour degree of saturation per segment, dimensionless.
-    x : numpy.ndarray
-        Current degree of saturation, dimensionless.
-    flow_veh_h : numpy.ndarray
-        Segment flow, vehicles per hour (all lanes).
-    delay_s : numpy.ndarray
-        Mean signal delay, seconds per vehicle.
-    speed_kmh : numpy.ndarray
-        Space-mean speed including signal delay, km/h.
-    density_veh_km : numpy.ndarray
-        Mean density, vehicles per km (all lanes).
-    lane_queue_veh : numpy.ndarray
-        Queued vehicles per lane at :attr:`t_s`.
-    lane_green : numpy.ndarray of bool
-        Whether each lane had green during the last step (always True without a signal).
-    lane_arrivals_veh, lane_departures_veh, lane_queued_departures_veh : numpy.ndarray
-        Vehicles arriving at the queue, leaving over the stop line, and leaving after having queued, per
-        lane, during the last step.
+        Current time, POSIX seconds.
+    n : numpy.ndarray
+        Vehicles per cell (the last cell of a segment holds the sum of its movement queues ``q``).
+    q : numpy.ndarray
+        Vehicles per movement queue (in the last cell of the approach).
+    waiting : numpy.ndarray
+        Vehicles per segment waiting outside the network to enter it.
+    inflow_veh, outflow_veh : float
+        Vehicles that entered / left the network since the start.
+    n_prev : numpy.ndarray
+        Vehicles per cell at the start of the last step.
+    cell_in, cell_out : numpy.ndarray
+        Vehicles that entered / left each cell during the last step.
+    cell_speed_ms : numpy.ndarray
+        Space-mean speed per cell during the last step, m/s (free speed where empty).
+    cell_halting : numpy.ndarray
+        :func:`halting_share` of each cell during the last step.
+    mov_flow : numpy.ndarray
+        Vehicles per movement over the stop line during the last step.
+    seg_in, seg_out : numpy.ndarray
+        Vehicles that entered / left each segment during the last step.
+    green : numpy.ndarray of bool
+        Signal state per segment during the last step.
+    dt_s : float
+        Length of the last step, seconds.
+    incident_version : int
+        Incremented whenever the set of active incidents changes.
     """
 
     def __init__(
@@ -174,137 +158,311 @@ class TrafficState:
         t_s: float,
         *,
         seed: int = 0,
-        hot_segments: Collection[str] | None = None,
+        demand: DemandSpec | None = None,
+        incidents: Sequence[IncidentSpec] = (),
+        warm_start: bool = True,
+        avoid_full_exp: float = AVOID_FULL_EXP,
+        turning_ratios: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        self.rng = np.random.default_rng((seed, 1))
-        edges = [d for _, _, d in G.edges(data=True)]
-        self.segment_ids: list[str] = [str(d["segment_id"]) for d in edges]
-        self.index = {sid: i for i, sid in enumerate(self.segment_ids)}
-        n = len(edges)
-        self.length_m = np.array([float(d["length_m"]) for d in edges])
-        self.lanes = np.array([int(d["lanes"]) for d in edges], dtype=np.int64)
-        self.free_speed_kmh = np.array([float(d["speed_limit_kmh"]) for d in edges])
-        self.capacity_veh_h = np.array([float(d["capacity_veh_h"]) for d in edges])
-
-        # Signal plans: a green mask per whole second of the cycle for each signalised segment.
-        masks: dict[int, tuple[BoolArray, float, float]] = {}
-        for tls in G.graph.get("traffic_lights", {}).values():
-            for app in tls["approaches"]:
-                i = self.index.get(app["segment_id"])
-                if i is not None:
-                    masks[i] = _green_mask(tls, app["segment_id"], app.get("green_phases", []))
-        self.signalised = np.zeros(n, dtype=bool)
-        self.cycle_s = np.ones(n)
-        self.offset_s = np.zeros(n)
-        self.green_ratio = np.ones(n)
-        width = max((len(m) for m, _, _ in masks.values()), default=1)
-        self._masks = np.ones((n, width), dtype=bool)
-        for i, (m, cycle, off) in masks.items():
-            self.signalised[i] = True
-            self.cycle_s[i] = cycle
-            self.offset_s[i] = off
-            self.green_ratio[i] = max(float(m.mean()), 1e-3)
-            self._masks[i, : len(m)] = m
-
-        # Lanes.
-        self.lane_ids: list[str] = []
-        lane_seg: list[int] = []
-        for i, d in enumerate(edges):
-            detail = sorted(d.get("lane_detail") or [], key=lambda ln: ln["index"])
-            ids = [str(ln["lane_id"]) for ln in detail] or [f"{self.segment_ids[i]}_{k}" for k in range(self.lanes[i])]
-            self.lane_ids.extend(ids)
-            lane_seg.extend([i] * len(ids))
-        self.lane_segment: IntArray = np.array(lane_seg, dtype=np.int64)
-        self.lane_index = {lid: k for k, lid in enumerate(self.lane_ids)}
-        seg_lanes = np.bincount(self.lane_segment, minlength=n).astype(np.float64)
-        self._lanes_of_lane = seg_lanes[self.lane_segment]
-        # Saturation flow per lane, veh/h: the lane's capacity share divided by its green ratio.
-        self.lane_sat_flow_veh_h = (
-            self.capacity_veh_h[self.lane_segment] / self._lanes_of_lane / self.green_ratio[self.lane_segment]
-        )
-        self.lane_storage_veh = self.length_m[self.lane_segment] * K_JAM_VEH_KM_LANE / 1000.0
-
-        # Demand: base loads with a few hot segments.
-        self.hot = np.zeros(n, dtype=bool)
-        if hot_segments is not None:
-            unknown = set(hot_segments) - set(self.index)
-            if unknown:
-                raise ValueError(f"unknown hot segments: {sorted(unknown)}")
-            self.hot[[self.index[s] for s in hot_segments]] = True
-        elif n:
-            pool = np.flatnonzero(self.signalised) if self.signalised.any() else np.arange(n)
-            k = max(1, round(HOT_FRACTION * len(pool)))
-            self.hot[self.rng.choice(pool, size=k, replace=False)] = True
-        self.base_load = np.where(self.hot, self.rng.uniform(*HOT_LOAD, size=n), self.rng.uniform(*QUIET_LOAD, size=n))
-        self.noise = self.rng.normal(0.0, NOISE_SIGMA, size=n)
-
+        self.demand = demand or DemandSpec()
+        self.net = net = compile_network(G, exit_share=self.demand.exit_share, turning_ratios=turning_ratios)
+        self.signals = SignalBank(G, net)
+        self.t0_s = float(t_s)
         self.t_s = float(t_s)
-        n_lanes = len(self.lane_ids)
-        self.lane_queue_veh = np.zeros(n_lanes)
-        self.lane_green = np.ones(n_lanes, dtype=bool)
-        self.lane_arrivals_veh = np.zeros(n_lanes)
-        self.lane_departures_veh = np.zeros(n_lanes)
-        self.lane_queued_departures_veh = np.zeros(n_lanes)
-        self._update_macro()
+        self.rng = np.random.default_rng((seed, 1))
+        ns = net.n_segments
+        nc = len(net.cell_seg)
+        nm = len(net.mov_seg)
 
-    def _update_macro(self) -> None:
-        """Recompute flow, delay, speed and density from the base load, time of day and noise."""
-        self.x = np.clip(self.base_load * demand_factor(self.t_s) * np.exp(self.noise), 0.0, X_MAX)
-        self.flow_veh_h = self.x * self.capacity_veh_h
-        self.delay_s = np.where(self.signalised, uniform_delay_s(self.cycle_s, self.green_ratio, self.x), 0.0)
-        free_time_s = self.length_m / (self.free_speed_kmh / 3.6)
-        self.speed_kmh = self.length_m / (free_time_s + self.delay_s) * 3.6
-        self.density_veh_km = self.flow_veh_h / self.speed_kmh
-        self.lane_flow_veh_h = self.flow_veh_h[self.lane_segment] / self._lanes_of_lane
+        # Cells.
+        lanes_c = net.lanes[net.cell_seg].astype(np.float64)
+        w = WAVE_SPEED_KMH / 3.6
+        kj = K_JAM_VEH_KM_LANE / 1000.0
+        self.cell_len = net.cell_len_m
+        self.base_vf: FloatArray = net.vf_ms[net.cell_seg].copy()
+        self.base_q: FloatArray = net.sat_veh_s_lane[net.cell_seg] * lanes_c
+        self.jam: FloatArray = kj * lanes_c * self.cell_len
+        self.w_frac: FloatArray = np.minimum(1.0, w * DT_S / self.cell_len)
+        self.cap_factor = np.ones(nc)
+        self.vf = self.base_vf.copy()
+        self.q_cap = self.base_q.copy()
+        self._refresh_cells()
 
-    def green_at(self, t_s: float) -> BoolArray:
-        """Whether each lane has green at time ``t_s`` (always True without a signal).
+        # Index helpers.
+        self._is_multi: BoolArray = net.n_cells > 1
+        self._mov_last: IntArray = net.last_cell[net.mov_seg]
+        self._mv: IntArray = np.flatnonzero(net.mov_to >= 0).astype(np.int64)
+        self._mt: IntArray = net.mov_to[self._mv]
+        self._sink: IntArray = np.flatnonzero(net.mov_to < 0).astype(np.int64)
+        self._seg_jam: FloatArray = bsum(net.cell_seg, self.jam, ns)
+        self.avoid_exp = avoid_full_exp
+
+        # Demand: peak rate per segment, veh/s.
+        d = self.demand
+        interior = d.interior_veh_h_per_lane_km * net.length_m / 1000.0
+        rate_h = np.where(net.is_entry, d.entry_veh_h_per_lane, interior) * net.lanes
+        rate_h = rate_h * np.exp(self.rng.normal(-0.5 * d.spread**2, d.spread, size=ns))
+        rate_h = np.minimum(rate_h, MAX_ENTRY_X * net.capacity_veh_h)
+        for sid, r in d.segment_veh_h.items():
+            if sid not in net.index:
+                raise ValueError(f"demand.segment_veh_h: unknown segment {sid!r}")
+            rate_h[net.index[sid]] = r
+        self.peak_rate: FloatArray = rate_h / 3600.0
+        self._src: IntArray = np.flatnonzero(self.peak_rate > 0).astype(np.int64)
+        self.noise = self.rng.normal(0.0, d.noise_sigma, size=len(self._src))
+
+        # Incidents.
+        for inc in incidents:
+            if inc.segment_id not in net.index:
+                raise ValueError(f"incident {inc.incident_id}: unknown segment {inc.segment_id!r}")
+            i = net.index[inc.segment_id]
+            if inc.lane_index is not None and inc.lane_index >= net.lanes[i]:
+                raise ValueError(f"incident {inc.incident_id}: segment {inc.segment_id} has {net.lanes[i]} lanes")
+        self.incidents: list[IncidentSpec] = list(incidents)
+        self.incident_log: dict[str, dict[str, float | None]] = {
+            inc.incident_id: {"start_s": None, "end_s": None} for inc in self.incidents
+        }
+        self._active: frozenset[str] = frozenset()
+        self.incident_version = 0
+        self.lane_block_pos: FloatArray = np.full(len(net.lane_ids), np.nan)
+        self.lane_speed_factor: FloatArray = np.ones(len(net.lane_ids))
+
+        # State.
+        self.n: FloatArray = np.zeros(nc)
+        self.q: FloatArray = np.zeros(nm)
+        self.waiting: FloatArray = np.zeros(ns)
+        self.inflow_veh = 0.0
+        self.outflow_veh = 0.0
+        self.n_prev = np.zeros(nc)
+        self.cell_in = np.zeros(nc)
+        self.cell_out = np.zeros(nc)
+        self.cell_speed_ms = self.vf.copy()
+        self.cell_halting = np.zeros(nc)
+        self.mov_flow = np.zeros(nm)
+        self.seg_in = np.zeros(ns)
+        self.seg_out = np.zeros(ns)
+        self.green: BoolArray = self.signals.green(self.t_s)
+        self.dt_s = 0.0
+        if warm_start:
+            self._warm_start()
+
+    # --------------------------------------------------------------------------------------------- set-up
+
+    def _refresh_cells(self) -> None:
+        w = WAVE_SPEED_KMH / 3.6
+        kj = K_JAM_VEH_KM_LANE / 1000.0
+        lanes_c = self.jam / (kj * self.cell_len)
+        tri_peak = kj * w * self.vf / (self.vf + w) * lanes_c
+        self.q_cap = np.minimum(self.base_q, tri_peak) * self.cap_factor
+        self.v_frac: FloatArray = np.minimum(1.0, self.vf * DT_S / self.cell_len)
+
+    def _warm_start(self) -> None:
+        """Fill the cells with the free-flow state of the expected flows (see the class docstring)."""
+        net = self.net
+        ns = net.n_segments
+        rate = self.peak_rate * self.demand.factor(self.t_s)
+        # Fixed point of flow = rate + sum(beta * upstream flow); a few sweeps converge (exit shares < 1).
+        flow = rate.copy()
+        mv, mt = self._mv, self._mt
+        for _ in range(60):
+            new = rate + bsum(mt, net.mov_beta[mv] * flow[net.mov_seg[mv]], ns)
+            new = np.minimum(new, self.q_cap[net.first_cell] * 0.9)
+            if np.allclose(new, flow, rtol=1e-4, atol=1e-9):
+                flow = new
+                break
+            flow = new
+        # Free-flow density k = flow / v_f; signalised approaches also hold on average half a red's queue.
+        per_cell = flow[net.cell_seg] * self.cell_len / self.vf
+        self.n = np.minimum(per_cell, self.jam * 0.5)
+        self.q = self.n[self._mov_last] * net.mov_beta
+        self.n[net.last_cell] = bsum(net.mov_seg, self.q, ns)
+        self.n_prev = self.n.copy()
+
+    # -------------------------------------------------------------------------------------------- incidents
+
+    def _update_incidents(self, t_s: float) -> None:
+        rel = t_s - self.t0_s
+        active = frozenset(
+            inc.incident_id for inc in self.incidents if inc.start_s <= rel + 1e-9 < inc.start_s + inc.duration_s
+        )
+        if active == self._active:
+            return
+        for iid in active - self._active:
+            self.incident_log[iid]["start_s"] = rel
+        for iid in self._active - active:
+            self.incident_log[iid]["end_s"] = rel
+        self._active = active
+        self.incident_version += 1
+        net = self.net
+        self.cap_factor = np.ones(len(net.cell_seg))
+        self.vf = self.base_vf.copy()
+        self.lane_block_pos = np.full(len(net.lane_ids), np.nan)
+        self.lane_speed_factor = np.ones(len(net.lane_ids))
+        for inc in self.incidents:
+            if inc.incident_id not in active:
+                continue
+            i = net.index[inc.segment_id]
+            nl = int(net.lanes[i])
+            seg_lanes = np.flatnonzero(net.lane_seg == i)
+            hit = seg_lanes if inc.lane_index is None else seg_lanes[net.lane_pos[seg_lanes] == inc.lane_index]
+            cells = np.arange(net.first_cell[i], net.last_cell[i] + 1)
+            if inc.kind == "blocked_lane":
+                pos = inc.pos_m if inc.pos_m is not None else BLOCK_POS_SHARE * net.length_m[i]
+                pos = float(min(max(pos, 0.0), net.length_m[i]))
+                c = net.cell_at(i, pos)
+                n_open = nl - len(hit)
+                self.cap_factor[c] *= n_open / nl * BLOCK_MERGE_FACTOR if n_open > 0 else 0.0
+                self.lane_block_pos[hit] = np.fmin(self.lane_block_pos[hit], pos)
+                if n_open > 0:  # drivers slow down to merge past the stalled vehicle
+                    start = net.cell_start_m[cells]
+                    near = cells[(start + net.cell_len_m[cells] > pos - BLOCK_SLOW_ZONE_M) & (start <= pos)]
+                    self.vf[near] = np.minimum(self.vf[near], BLOCK_PASS_SPEED_KMH / 3.6)
+            else:
+                v_slow = float(inc.speed_kmh or 0.0) / 3.6
+                lane_v = np.full(nl, net.vf_ms[i])
+                lane_v[net.lane_pos[hit]] = np.minimum(lane_v[net.lane_pos[hit]], v_slow)
+                self.vf[cells] = np.minimum(self.vf[cells], lane_v.mean())
+                self.lane_speed_factor[seg_lanes] = lane_v[net.lane_pos[seg_lanes]] / lane_v.mean()
+        self._refresh_cells()
+
+    def active_incidents(self) -> frozenset[str]:
+        """Ids of the incidents in effect during the last step."""
+        return self._active
+
+    # ------------------------------------------------------------------------------------------------ step
+
+    def vehicles(self) -> float:
+        """Vehicles on the network now (all cells), not counting those waiting to enter."""
+        return float(self.n.sum())
+
+    def set_plan(self, tls_id: str, green_s: Sequence[float] | None = None, **kw: Any) -> list[float]:
+        """Give a traffic light a new plan (see :meth:`sensors_sim.signals.SignalBank.set_plan`).
 
         Parameters
         ----------
-        t_s : float
-            POSIX time, seconds; signal plans are aligned so that the cycle starts when
-            ``(t_s - offset_s) % cycle_s == 0``.
+        tls_id : str
+            Traffic light.
+        green_s : sequence of float, optional
+            Green time per green phase, seconds.
+        **kw : Any
+            ``plan``, ``cycle_s``, ``splits``, ``immediate`` of ``SignalBank.set_plan``.
 
         Returns
         -------
-        numpy.ndarray of bool
-            One value per lane.
+        list of float
+            Phase durations that will run, seconds.
         """
-        pos = np.floor(np.mod(t_s - self.offset_s, self.cycle_s)).astype(np.int64)
-        seg_green = self._masks[np.arange(len(pos)), pos]
-        green: BoolArray = seg_green[self.lane_segment]
-        return green
+        return self.signals.set_plan(tls_id, green_s=green_s, t_s=self.t_s, **kw)
+
+    def _split(self) -> FloatArray:
+        """Turning ratios of the vehicles entering the last cells now: ``beta`` weighted by ``(1 - fill)^a``.
+
+        ``fill`` is the share of the target segment's jam storage in use and ``a`` = ``AVOID_FULL_EXP``;
+        ratios are renormalised per approach (so they sum to exactly 1), the sink is never avoided.
+        """
+        net = self.net
+        if self.avoid_exp <= 0:
+            return net.mov_beta
+        seg_n = bsum(net.cell_seg, self.n, net.n_segments)
+        fill = np.clip(seg_n / self._seg_jam, 0.0, 1.0)
+        w = net.mov_beta.copy()
+        w[self._mv] *= np.maximum(1.0 - fill[self._mt], AVOID_FLOOR) ** self.avoid_exp
+        tot = bsum(net.mov_seg, w, net.n_segments)
+        out: FloatArray = w / tot[net.mov_seg]
+        return out
 
     def step(self, t_s: float) -> None:
-        """Advance the state to time ``t_s``.
-
-        The noise is advanced exactly over ``dt = t_s - self.t_s``; the queues are advanced in one fluid step
-        using the signal state at the start of the step, so call this at least once a second.
+        """Advance the state to ``t_s`` in one step.
 
         Parameters
         ----------
         t_s : float
-            New POSIX time, seconds; not earlier than :attr:`t_s`.
+            New POSIX time, seconds; ``0 < t_s - self.t_s <= 1`` (the CFL condition of the cells).
 
         Raises
         ------
         ValueError
-            If ``t_s`` is earlier than the current time.
+            If the step is not in ``(0, 1]`` seconds.
         """
         dt = t_s - self.t_s
-        if dt < 0:
-            raise ValueError(f"step: time went backwards ({t_s} < {self.t_s})")
-        a = math.exp(-dt / NOISE_TAU_S)
-        self.noise = self.noise * a + NOISE_SIGMA * math.sqrt(1.0 - a * a) * self.rng.standard_normal(len(self.noise))
-        self.lane_green = self.green_at(self.t_s)
-        arrivals = self.lane_flow_veh_h / 3600.0 * dt
-        service = np.where(self.lane_green, self.lane_sat_flow_veh_h / 3600.0 * dt, 0.0)
-        q = self.lane_queue_veh
-        departures = np.minimum(q + arrivals, service)
-        self.lane_queued_departures_veh = np.minimum(q, service)
-        self.lane_queue_veh = np.minimum(q + arrivals - departures, self.lane_storage_veh)
-        self.lane_arrivals_veh = arrivals
-        self.lane_departures_veh = departures
+        if not 0.0 < dt <= DT_S + 1e-9:
+            raise ValueError(f"step: dt must be in (0, {DT_S}] s, got {dt}")
+        net = self.net
+        ns = net.n_segments
+        self.signals.step(self.t_s, dt)
+        self._update_incidents(self.t_s)
+        green = self.signals.green(self.t_s)
+
+        n = self.n
+        first, last = net.first_cell, net.last_cell
+        if dt == DT_S:
+            q_dt, v_dt, w_dt = self.q_cap, self.v_frac, self.w_frac
+        else:
+            q_dt, v_dt, w_dt = self.q_cap * dt, self.v_frac * (dt / DT_S), self.w_frac * (dt / DT_S)
+        send = np.minimum(n * v_dt, q_dt)
+        recv = self.jam - n
+        recv *= w_dt
+        np.minimum(recv, q_dt, out=recv)
+        np.maximum(recv, 0.0, out=recv)
+        # Flow from each cell to the next one of its segment (none out of a segment's last cell).
+        y_cell = np.empty_like(n)
+        np.minimum(send[:-1], recv[1:], out=y_cell[:-1])
+        y_cell[last] = 0.0
+
+        # Junctions.
+        ml = self._mov_last
+        s_m = np.minimum(self.q * v_dt[ml], net.mov_lam * q_dt[ml]) * green[net.mov_seg]
+        tot = bsum(net.mov_seg, s_m, ns)
+        cap = q_dt[last]
+        scale = np.divide(cap, tot, out=np.ones(ns), where=tot > cap)
+        s_m *= scale[net.mov_seg]
+        mv, mt = self._mv, self._mt
+        dem = bsum(mt, s_m[mv], ns)
+        r_first = recv[first]
+        ratio = np.divide(r_first, dem, out=np.ones(ns), where=dem > r_first)
+        y = s_m
+        y[mv] *= ratio[mt]
+        moved_in = bsum(mt, y[mv], ns)
+
+        # Demand.
+        src = self._src
+        if len(src):
+            d = self.demand
+            a = math.exp(-dt / d.noise_tau_s)
+            self.noise = self.noise * a + d.noise_sigma * math.sqrt(1.0 - a * a) * self.rng.standard_normal(len(src))
+            mult = np.exp(self.noise - 0.5 * d.noise_sigma**2)
+            self.waiting[src] += self.peak_rate[src] * d.factor(self.t_s) * mult * dt
+        src_in = np.minimum(self.waiting, np.clip(r_first - moved_in, 0.0, None))
+        self.waiting -= src_in
+        inflow_first = moved_in + src_in
+
+        # Update.
+        cell_in = np.empty_like(n)
+        cell_in[0] = 0.0
+        cell_in[1:] = y_cell[:-1]
+        cell_in[first] += inflow_first
+        new = n - y_cell
+        new += cell_in
+        inflow_last = np.where(self._is_multi, y_cell[last - 1], inflow_first)
+        self.q += self._split() * inflow_last[net.mov_seg] - y  # y <= q: never negative (to rounding)
+        dep = bsum(net.mov_seg, y, ns)
+        new[last] = bsum(net.mov_seg, self.q, ns)
+        cell_out = y_cell
+        cell_out[last] = dep
+
+        # Step outputs.
+        self.n_prev = n
+        self.n = new
+        self.cell_out = cell_out
+        self.cell_in = cell_in
+        speed = np.divide(cell_out * self.cell_len, n * dt, out=self.vf.copy(), where=n > 1e-9)
+        self.cell_speed_ms = np.minimum(speed, self.vf, out=speed)
+        self.cell_halting = halting_share(self.cell_speed_ms)
+        self.mov_flow = y
+        self.seg_in = inflow_first
+        self.seg_out = dep
+        self.green = green
+        self.dt_s = dt
+        self.inflow_veh += float(src_in.sum())
+        self.outflow_veh += float(y[self._sink].sum())
         self.t_s = float(t_s)
-        self._update_macro()

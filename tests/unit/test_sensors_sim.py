@@ -1,22 +1,34 @@
-"""Unit tests of the device simulator (``sensors_sim``): schema, timing, determinism, physics, publishing."""
+"""Unit tests of the device simulator (``sensors_sim``): schema, timing, determinism, publishing, scenarios."""
 
 from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import numpy as np
 import orjson
 import pytest
 
 import roadnet
-from roadnet.graph import SCHEMA, index_segments
-from sensors_sim import JsonlPublisher, TrafficState, device_topic, iter_ticks, simulate
-from sensors_sim.traffic import uniform_delay_s
+from sensors_sim import (
+    JsonlPublisher,
+    RawEvent,
+    Scenario,
+    Simulator,
+    device_topic,
+    iter_ticks,
+    load_scenario,
+    simulate,
+    status_topic,
+)
+from sensors_sim.events import Event
+from sensors_sim.testing import tiny_graph
+from streams.records import validate_event
 
 START = datetime(2025, 1, 6, 7, 30, tzinfo=UTC)
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -50,114 +62,24 @@ CAMERA_FIELDS: dict[str, Any] = {
 }
 
 
-def _segment(G: nx.MultiDiGraph, u: str, v: str, length: float, lanes: int, signalised: bool) -> None:
-    sid = f"{u}{v}"
-    tls_id = "X" if signalised else None
-    g_ratio = 0.45 if signalised else 1.0
-    det_ids: list[str] = []
-    lane_ids = [f"{sid}_{i}" for i in range(lanes)]
-    for i, lid in enumerate(lane_ids):
-        roles = [("mid_link", f"loop_mid_{lid}", length / 2)]
-        if signalised:
-            roles.append(("stop_line", f"loop_stop_{lid}", length - 5.0))
-        for role, did, pos in roles:
-            G.graph["detectors"][did] = {
-                "detector_id": did,
-                "kind": "loop",
-                "segment_id": sid,
-                "interval_s": 30,
-                "pos_m": pos,
-                "dist_to_stop_line_m": length - pos,
-                "tls_id": tls_id,
-                "lane": lid,
-                "lane_index": i,
-                "role": role,
-            }
-            det_ids.append(did)
-    if signalised:
-        did = f"cam_{sid}"
-        G.graph["detectors"][did] = {
-            "detector_id": did,
-            "kind": "camera",
-            "segment_id": sid,
-            "interval_s": 60,
-            "pos_m": length - 100.0,
-            "dist_to_stop_line_m": 100.0,
-            "tls_id": tls_id,
-            "lanes": lane_ids,
-            "zone_length_m": 100.0,
-        }
-        det_ids.append(did)
-    G.add_edge(
-        u,
-        v,
-        key=sid,
-        segment_id=sid,
-        length_m=length,
-        lanes=lanes,
-        speed_limit_kmh=50.0,
-        capacity_veh_h=lanes * 1800.0 * g_ratio,
-        signalised_end=signalised,
-        free_flow_travel_time_s=length / (50.0 / 3.6),
-        lane_detail=[
-            {"lane_id": lid, "index": i, "length_m": length, "speed_limit_kmh": 50.0, "turns": ["s"]}
-            for i, lid in enumerate(lane_ids)
-        ],
-        geometry_xy_m=[[G.nodes[n]["x_m"], G.nodes[n]["y_m"]] for n in (u, v)],
-        detector_ids=det_ids,
-    )
-
-
 @pytest.fixture
 def tiny() -> nx.MultiDiGraph:
-    """W→X and N→X (2 lanes, 200 m, signalised at X), X→E (1 lane, 150 m, free): 9 loops, 2 cameras."""
-    G = nx.MultiDiGraph(schema=SCHEMA, name="tiny", crs="local-m", detectors={}, traffic_lights={})
-    for n, x, y, kind, tls in [
-        ("W", 0.0, 200.0, "dead_end", None),
-        ("N", 200.0, 400.0, "dead_end", None),
-        ("X", 200.0, 200.0, "traffic_light", "X"),
-        ("E", 350.0, 200.0, "dead_end", None),
-    ]:
-        G.add_node(n, x_m=x, y_m=y, kind=kind, tls_id=tls, fringe=tls is None)
-    _segment(G, "W", "X", 200.0, 2, True)
-    _segment(G, "N", "X", 200.0, 2, True)
-    _segment(G, "X", "E", 150.0, 1, False)
-    G.graph["traffic_lights"]["X"] = {
-        "tls_id": "X",
-        "node": "X",
-        "cycle_s": 60.0,
-        "offset_s": 0.0,
-        "phases": [
-            {"index": 0, "duration_s": 27.0, "kind": "green", "green_approaches": ["WX"]},
-            {"index": 1, "duration_s": 3.0, "kind": "yellow", "green_approaches": []},
-            {"index": 2, "duration_s": 27.0, "kind": "green", "green_approaches": ["NX"]},
-            {"index": 3, "duration_s": 3.0, "kind": "yellow", "green_approaches": []},
-        ],
-        "approaches": [
-            {
-                "segment_id": sid,
-                "lanes": [f"{sid}_0", f"{sid}_1"],
-                "green_phases": [gp],
-                "fixed_green_ratio": 0.45,
-            }
-            for sid, gp in (("WX", 0), ("NX", 2))
-        ],
-    }
-    index_segments(G)
-    roadnet.validate_graph(G)
-    return G
+    return tiny_graph()
 
 
 def _events(G: nx.MultiDiGraph, duration_s: float, **kw: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for ts, events in iter_ticks(G, START, **kw):
+    for ts, events in iter_ticks(G, kw.pop("start", START), **kw):
         if ts > START + timedelta(seconds=duration_s):
             break
-        out.extend(events)
+        for ev in events:
+            assert isinstance(ev, dict)
+            out.append(ev)
     return out
 
 
-def _check_schema(ev: dict[str, Any]) -> None:
+def check_schema(ev: dict[str, Any]) -> None:
+    """Exact schema-v1 fields and types, and citybrain's own validator accepts it unchanged."""
     fields = LOOP_FIELDS if ev["type"] == "loop" else CAMERA_FIELDS
     assert set(ev) == set(fields), ev
     for key, typ in fields.items():
@@ -173,16 +95,17 @@ def _check_schema(ev: dict[str, Any]) -> None:
         assert (ev["speed_kmh"] is None) == (ev["count"] == 0), ev
     else:
         assert list(ev["counts"]) == ["car", "truck", "bus"]
-        assert all(isinstance(v, int) and v >= 0 for v in ev["counts"].values())
         assert ev["count_total"] == sum(ev["counts"].values())
         assert 0 <= ev["queue_len_veh"] <= ev["queue_max_veh"] <= 15 * ev["lanes"]
+    norm = validate_event(orjson.loads(orjson.dumps(ev)))
+    assert {k: v for k, v in norm.items() if k != "ts_s"} == ev
 
 
 def test_events_are_schema_exact(tiny: nx.MultiDiGraph) -> None:
     events = _events(tiny, 1800)
     assert {e["type"] for e in events} == {"loop", "camera"}
     for ev in events:
-        _check_schema(ev)
+        check_schema(ev)
     loops = [e for e in events if e["type"] == "loop"]
     assert {e["interval_s"] for e in loops} == {30}
     assert {e["interval_s"] for e in events if e["type"] == "camera"} == {60}
@@ -194,6 +117,8 @@ def test_events_are_schema_exact(tiny: nx.MultiDiGraph) -> None:
         rec["lane_index"],
         rec["role"],
     )
+    assert sum(e["count"] for e in loops) > 100  # traffic flows
+    assert any(e["queue_max_veh"] > 0 for e in events if e["type"] == "camera")  # queues at the red
 
 
 def test_timestamps_aligned_and_ordered(tiny: nx.MultiDiGraph) -> None:
@@ -209,66 +134,31 @@ def test_timestamps_aligned_and_ordered(tiny: nx.MultiDiGraph) -> None:
 
 
 def test_unaligned_start_reports_only_full_intervals(tiny: nx.MultiDiGraph) -> None:
-    start = START + timedelta(seconds=17.5)
-    ticks = iter_ticks(tiny, start)
+    ticks = iter_ticks(tiny, START + timedelta(seconds=17.5))
     first_ts, first = next(ticks)
     assert first_ts == START + timedelta(seconds=30) and first == []  # [07:30:00, 07:30:30) began too early
     second_ts, second = next(ticks)
     assert second_ts == START + timedelta(seconds=60)
-    assert [e["type"] for e in second] == ["loop"] * 9  # the 60 s cameras' first interval was partial too
+    assert [e["type"] for e in second if isinstance(e, dict)] == ["loop"] * 9  # 60 s cameras: partial too
 
 
-def test_same_seed_same_events(tiny: nx.MultiDiGraph) -> None:
-    a = _events(tiny, 900, seed=7)
-    b = _events(tiny, 900, seed=7)
-    c = _events(tiny, 900, seed=8)
-    assert orjson.dumps(a) == orjson.dumps(b)
-    assert orjson.dumps(a) != orjson.dumps(c)
+def test_same_seed_same_events_and_truth(tiny: nx.MultiDiGraph) -> None:
+    def run(seed: int) -> tuple[bytes, bytes]:
+        truth: list[dict[str, Any]] = []
+        sim = Simulator(tiny, START, seed=seed, on_truth=truth.extend)
+        events = [e for _ in range(30) for e in sim.advance()[1]]
+        return orjson.dumps(events), orjson.dumps(truth)
+
+    a, b, c = run(7), run(7), run(8)
+    assert a == b
+    assert a[0] != c[0] and a[1] != c[1]
 
 
-def test_near_capacity_segment_is_slower_and_denser(tiny: nx.MultiDiGraph) -> None:
-    state = TrafficState(tiny, START.timestamp(), seed=3, hot_segments=["WX"])
-    hot, quiet = state.index["WX"], state.index["NX"]
-    assert state.x[hot] > 0.75 > state.x[quiet]
-    assert state.speed_kmh[hot] < state.speed_kmh[quiet]
-    assert state.density_veh_km[hot] > state.density_veh_km[quiet]
-    events = _events(tiny, 3600, seed=3, state=state)
-
-    def mean(seg: str, kind: str, key: str, role: str | None = None) -> float:
-        vals = [
-            e[key]
-            for e in events
-            if e["segment_id"] == seg and e["type"] == kind and e.get("role") == role and e[key] is not None
-        ]
-        return float(np.mean(vals))
-
-    for role in ("mid_link", "stop_line"):
-        assert mean("WX", "loop", "occupancy", role) > mean("NX", "loop", "occupancy", role)
-    assert mean("WX", "loop", "speed_kmh", "stop_line") < mean("NX", "loop", "speed_kmh", "stop_line")
-    assert mean("WX", "loop", "count", "mid_link") > mean("NX", "loop", "count", "mid_link")
-    assert mean("WX", "camera", "occupancy") > mean("NX", "camera", "occupancy")
-    assert mean("WX", "camera", "speed_kmh") < mean("NX", "camera", "speed_kmh")
-    assert mean("WX", "camera", "queue_max_veh") > mean("NX", "camera", "queue_max_veh")
-
-
-def test_uniform_delay_formula() -> None:
-    d = uniform_delay_s(np.array([90.0, 90.0, 90.0]), np.array([0.5, 0.5, 1.0]), np.array([0.5, 2.0, 0.5]))
-    assert d[0] == pytest.approx(0.5 * 90 * 0.25 / (1 - 0.25))
-    assert d[1] == pytest.approx(0.5 * 90 * 0.25 / (1 - 0.95 * 0.5))  # x capped at 0.95
-    assert d[2] == 0.0
-
-
-def test_signal_plan_drives_stop_line_queue(tiny: nx.MultiDiGraph) -> None:
-    state = TrafficState(tiny, START.timestamp(), seed=0)
-    lanes = [state.lane_index["WX_0"], state.lane_index["NX_0"]]
-    # Phase 0 (WX green) covers [0, 27) s of the cycle; 07:30:00 is a cycle start (offset 0, C = 60 s).
-    assert state.green_at(START.timestamp() + 10)[lanes].tolist() == [True, False]
-    assert state.green_at(START.timestamp() + 40)[lanes].tolist() == [False, True]
-    queue = []
-    for s in range(1, 61):
-        state.step(START.timestamp() + s)
-        queue.append(state.lane_queue_veh[lanes[0]])
-    assert max(queue[:27]) < 1e-9 < queue[40] < queue[58]  # WX queues only during its red
+def test_scenario_seed_is_the_default_seed(tiny: nx.MultiDiGraph) -> None:
+    a = _events(tiny, 300, scenario=Scenario(seed=11))
+    b = _events(tiny, 300, seed=11)
+    c = _events(tiny, 300, seed=3, scenario=Scenario(seed=11))
+    assert a == b != c
 
 
 def test_jsonl_publisher_writes_what_simulate_produced(tiny: nx.MultiDiGraph, tmp_path: Path) -> None:
@@ -293,10 +183,15 @@ def test_jsonl_publisher_writes_what_simulate_produced(tiny: nx.MultiDiGraph, tm
     assert len(progress) == 10
 
 
-def test_simulate_paces_and_stops(tiny: nx.MultiDiGraph, tmp_path: Path) -> None:
-    import threading
-    import time
+def test_jsonl_publisher_writes_raw_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "raw.jsonl"
+    with JsonlPublisher(path) as pub:
+        pub.publish({"type": "loop", "detector_id": "d", "segment_id": "s"})
+        pub.publish(RawEvent("loop", "d", "s", b'{"type":"loop","ts":'))
+    assert path.read_bytes() == b'{"type":"loop","detector_id":"d","segment_id":"s"}\n{"type":"loop","ts":\n'
 
+
+def test_simulate_paces_and_stops(tiny: nx.MultiDiGraph, tmp_path: Path) -> None:
     with JsonlPublisher(tmp_path / "a.jsonl") as pub:
         t0 = time.monotonic()
         n = simulate(tiny, pub, start=START, duration_s=120, speed=600.0)
@@ -314,19 +209,84 @@ def test_simulate_paces_and_stops(tiny: nx.MultiDiGraph, tmp_path: Path) -> None
     assert n == 9 * 3 + 2 * 1
 
 
-def test_grid_city_runs(tmp_path: Path) -> None:
+def test_simulate_announces_devices(tiny: nx.MultiDiGraph) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.devices: list[tuple[str, str]] = []
+            self.events: list[Event] = []
+
+        def announce(self, devices: list[tuple[str, str]]) -> None:
+            self.devices.extend(devices)
+
+        def publish(self, event: Event) -> None:
+            self.events.append(event)
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    rec = Recorder()
+    simulate(tiny, rec, start=START, duration_s=60, speed=0)
+    assert sorted(d for _, d in rec.devices) == sorted(tiny.graph["detectors"])
+    assert {t for t, _ in rec.devices} == {"loop", "camera"}
+    assert len(rec.events) == 9 * 2 + 2
+
+
+def test_grid_city_runs() -> None:
     G = roadnet.grid_city(rows=2, cols=2)
     events = _events(G, 600, seed=1)
     n_loops = sum(1 for r in G.graph["detectors"].values() if r["kind"] == "loop")
     n_cams = len(G.graph["detectors"]) - n_loops
     assert len(events) == n_loops * 20 + n_cams * 10
     for ev in events:
-        _check_schema(ev)
-        assert ev["interval_s"] in (30, 60)
+        check_schema(ev)
 
 
-def test_device_topic() -> None:
+def test_device_and_status_topics() -> None:
     loop = {"type": "loop", "detector_id": "loop_mid_A0A1_0"}
     cam = {"type": "camera", "camera_id": "cam_A0A1"}
     assert device_topic(loop, "demo") == "city/demo/loop/loop_mid_A0A1_0"
     assert device_topic(cam, "demo", topic_root="x") == "x/demo/camera/cam_A0A1"
+    assert device_topic(RawEvent("camera", "cam_A0A1", "A0A1", b"x"), "demo") == "city/demo/camera/cam_A0A1"
+    assert status_topic("loop", "l1", "demo") == "city/demo/loop/l1/status"
+    assert status_topic("sim", "client-1", "demo", "r") == "r/demo/sim/client-1/status"
+
+
+def test_scenario_file(tmp_path: Path) -> None:
+    doc = {
+        "seed": 4,
+        "demand": {"scale": 1.5, "profile": [[7, 0.5], [8, 1.0], [9, 0.5]], "exit_share": 0.0},
+        "incidents": [
+            {"segment_id": "WX", "lane_index": 1, "start_s": 60, "duration_s": 120, "kind": "blocked_lane"},
+            {"edge": "NX", "lane_index": None, "start_s": 0, "duration_s": 60, "kind": "slowdown", "speed_ms": 2.0},
+        ],
+        "faults": [{"fraction": 0.5, "kinds": ["zero"]}, {"device_id": "loop_mid_WX_0", "kind": "late", "delay_s": 90}],
+        "signals": {"X": {"green_s": [40, 14]}},
+    }
+    path = tmp_path / "s.json"
+    path.write_bytes(orjson.dumps(doc))
+    sc = load_scenario(path)
+    assert sc.seed == 4 and sc.demand.scale == 1.5 and sc.demand.exit_share == 0.0
+    assert sc.demand.factor(START.timestamp()) == pytest.approx(1.5 * 0.75)  # 07:30 between 0.5 and 1.0
+    assert [i.incident_id for i in sc.incidents] == ["INC1", "INC2"]
+    assert sc.incidents[1].segment_id == "NX" and sc.incidents[1].speed_kmh == pytest.approx(7.2)
+    sim = Simulator(tiny_graph(), START, scenario=sc)
+    assert sim.faults["loop_mid_WX_0"].kind == "late" and sim.faults["loop_mid_WX_0"].delay_s == 90
+    assert sum(f.kind == "zero" for f in sim.faults.values()) in (5, 6)  # half of 11; later rules win
+    assert sim.model.signals.plan("X")["green_s"] == [40.0, 14.0]
+
+    for bad in (
+        {"demand": {"scael": 1}},
+        {"incidents": [{"segment_id": "WX", "start_s": 0, "duration_s": 1, "kind": "fire"}]},
+        {"faults": [{"device_id": "x", "kind": "sleepy"}]},
+        {"bogus": 1},
+    ):
+        with pytest.raises(ValueError):
+            Scenario.from_dict(bad)
+    bad_inc = {
+        "incidents": [{"segment_id": "ZZ", "lane_index": 0, "start_s": 0, "duration_s": 1, "kind": "blocked_lane"}]
+    }
+    with pytest.raises(ValueError, match="unknown segment"):
+        Simulator(tiny_graph(), START, scenario=Scenario.from_dict(bad_inc))

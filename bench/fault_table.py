@@ -1,0 +1,37 @@
+"""Render ``$CITYBRAIN_ARTIFACTS/fault-results.jsonl`` (written by ``make test-faults``) as a markdown table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    path = Path(os.environ.get("CITYBRAIN_ARTIFACTS", ROOT / "artifacts")) / "fault-results.jsonl"
+    if not path.exists():
+        print(f"no results at {path}: run make test-faults", file=sys.stderr)
+        return 1
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    latest: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        latest[(r["fault"], r["engine"])] = r
+    cols = ["fault", "engine", "survived", "events / payloads", "lost", "duplicate outputs"]
+    print("| " + " | ".join([*cols, "redelivered (deduplicated)", "recovery"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (fault, engine), r in sorted(latest.items()):
+        n = r.get("events", r.get("payloads", "–"))
+        rec = f"{r['recovery_s']} s" if "recovery_s" in r else "–"
+        print(
+            f"| {fault} | {engine} | {'yes' if r.get('passed') else 'NO'} | {n} | {r.get('lost', '–')} | "
+            f"{r.get('duplicate_outputs', '–')} | {r.get('redelivered_readings', '–')} | {rec} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
