@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval-congestion eval-deps
+.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-deps
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -66,8 +66,11 @@ test-kafka: $(STAMP)
 eval-deps: $(STAMP)
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[eval]"
 
-eval-congestion: eval-deps
-	$(PY) -m bench.eval_states --table docs/eval/congestion.md
+# congestion and incidents in one set of replays (normal, incident, each clean and with 10 % faulty loops)
+eval: eval-deps
+	$(PY) -m bench.eval_states --table docs/eval/congestion.md --incident-table docs/eval/incidents.md
+
+eval-congestion eval-incidents: eval
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

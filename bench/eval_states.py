@@ -1,9 +1,11 @@
-"""Congestion accuracy through the real pipeline, against SUMO ground truth (``make eval-congestion``).
+"""Congestion and incident accuracy through the real pipeline, against SUMO ground truth (``make eval``).
 
 For each harness run (normal, incident) and each detector condition (clean; 10 % of loops silent or stuck),
 ``citybrain replay`` pushes the harness events through MQTT → bridge → Kafka → worker, and the harness's
 ``score_states.py`` scores the segment states it wrote. The harness's trivial estimator is run and scored the
-same way, side by side. Writes a markdown table (stdout and ``--table``) and an estimated-vs-true speed plot.
+same way, side by side. The clean replays also write every raised incident, scored by ``score_incidents.py``.
+Writes markdown tables (stdout, ``--table`` and ``--incident-table``), an estimated-vs-true speed plot and an
+incident timeline plot.
 
 Environment: ``SUMO_PY`` (a Python with ``../shared/eval/sumo/requirements.txt``; default python3) and
 ``SUMO_OUT`` (default ``./sumo_out``); missing harness outputs are generated with its Makefile.
@@ -61,7 +63,7 @@ def score(estimates: Path, truth: Path, out: Path) -> dict[str, Any]:
     return dict(json.loads(out.read_text()))
 
 
-def replay(events: Path, states: Path, faults: float, seed: int) -> dict[str, Any]:
+def replay(events: Path, states: Path, faults: float, seed: int, alarms: Path | None = None) -> dict[str, Any]:
     cmd = [
         str(ROOT / ".venv" / "bin" / "citybrain"),
         "replay",
@@ -75,6 +77,7 @@ def replay(events: Path, states: Path, faults: float, seed: int) -> dict[str, An
         str(faults),
         "--fault-seed",
         str(seed),
+        *(["--alarms-out", str(alarms)] if alarms else []),
     ]
     log("$ " + " ".join(cmd))
     res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)  # progress goes to stderr
@@ -134,12 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--table", type=Path, default=None, help="also write the markdown table here")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "speed_estimated_vs_true.png")
+    ap.add_argument("--incident-table", type=Path, default=None)
+    ap.add_argument("--timeline", type=Path, default=ROOT / "docs" / "img" / "incident_timeline.png")
     a = ap.parse_args(argv)
     out = Path(os.environ.get("SUMO_OUT", ROOT / "sumo_out")).resolve()
     ensure_harness(out)
     work = out / "citybrain"
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[tuple[str, str, str, dict[str, Any], dict[str, Any] | None]] = []
+    reports: dict[tuple[str, float], dict[str, Any]] = {}
     series: dict[str, tuple[list[float], list[float]]] = {}
     for run in a.runs:
         events, truth = out / run / "events.jsonl", out / run / "ground_truth_edges.jsonl"
@@ -151,15 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         for faults in (0.0, a.faults):
             tag = "clean" if faults == 0 else f"{faults:.0%} loops silent/stuck"
             states = work / f"states_{run}{'' if faults == 0 else f'_faults{faults:g}'}.jsonl"
-            rep = replay(events, states, faults, a.seed)
+            alarms = work / f"alarms_{run}{'' if faults == 0 else '_faults'}.jsonl"
+            rep = replay(events, states, faults, a.seed, alarms)
+            reports[(run, faults)] = rep
             sc = score(states, truth, work / f"states_score_{run}{'' if faults == 0 else '_faults'}.json")
             rows.append(("citybrain (replay via MQTT)", run, tag, sc, rep))
             if faults == 0:
                 series[f"citybrain, {run} run"] = speed_pairs(states, truth)
     head = ["estimator", "run", "detectors", "speed MAE km/h", "RMSE", "bias", "congested P / R / F1", "coverage"]
     lines = ["| " + " | ".join([*head, "events accounted"]) + " |", "|" + "---|" * (len(head) + 1)]
-    for name, run, tag, sc, rep in rows:
-        acc = "–" if rep is None else f"{rep['events'] - rep['unaccounted']:,}/{rep['events']:,}"
+    for name, run, tag, sc, report in rows:
+        acc = "–" if report is None else f"{report['events'] - report['unaccounted']:,}/{report['events']:,}"
         prf = f"{sc['congested_precision']:.3f} / {sc['congested_recall']:.3f} / {sc['congested_f1']:.3f}"
         cells = [name, run, tag, f"{sc['speed_mae_kmh']:.2f}", f"{sc['speed_rmse_kmh']:.2f}"]
         cells += [f"{sc['speed_bias_kmh']:+.2f}", prf, f"{sc['coverage']:.3f}", acc]
@@ -170,7 +178,89 @@ def main(argv: list[str] | None = None) -> int:
         a.table.parent.mkdir(parents=True, exist_ok=True)
         a.table.write_text(table + "\n")
     plot(a.plot, series)
+    if {"normal", "incident"} <= set(a.runs):
+        inc = score_incidents(work, out)
+        head = ["run", "incidents detected", "mean time to detect", "false alarms / detector-hour"]
+        lines = ["| " + " | ".join([*head, "incidents raised on faulty detectors"]) + " |", "|---|---|---|---|---|"]
+        ir, nr = inc["incident_run"], inc["normal_run"]
+        on_faults = reports.get(("normal", a.faults), {}).get("incidents_raised", "–")
+        per = ", ".join(
+            f"{p['incident_id']} {p['time_to_detect_s']:.0f} s" for p in ir["per_incident"] if p["detected"]
+        )
+        lines.append(
+            f"| incident | {ir['detected']}/{ir['incidents']} | {ir['mean_time_to_detect_s']:.0f} s ({per}) | "
+            f"{ir['false_alarms_per_detector_hour']:.4f} | – |"
+        )
+        lines.append(f"| normal | – | – | {nr['false_alarms_per_detector_hour']:.4f} | – |")
+        lines.append(f"| normal, {a.faults:.0%} loops silent/stuck | – | – | – | {on_faults} |")
+        table = "\n".join(lines)
+        print("\n" + table)
+        if a.incident_table:
+            a.incident_table.write_text(table + "\n")
+        timeline(
+            a.timeline,
+            out / "incident" / "incidents.json",
+            work / "alarms_incident.jsonl",
+            work / "alarms_normal.jsonl",
+        )
     return 0
+
+
+def score_incidents(work: Path, out: Path) -> dict[str, Any]:
+    res = subprocess.run(
+        [
+            sumo_py(),
+            str(HARNESS / "score_incidents.py"),
+            "--alarms",
+            str(work / "alarms_incident.jsonl"),
+            "--normal-alarms",
+            str(work / "alarms_normal.jsonl"),
+            "--truth",
+            str(out / "incident" / "incidents.json"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=HARNESS,
+    )
+    return dict(json.loads(res.stdout))
+
+
+def timeline(path: Path, truth: Path, alarms: Path, normal_alarms: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from datetime import datetime
+
+    def t(ts: str) -> datetime:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+    incs: list[dict[str, Any]] = json.loads(truth.read_text())
+    al = [json.loads(x) for x in alarms.read_text().splitlines() if x.strip()]
+    na = [json.loads(x) for x in normal_alarms.read_text().splitlines() if x.strip()]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for i, inc in enumerate(incs):
+        ax.barh(
+            i,
+            (t(inc["end_ts"]) - t(inc["start_ts"])).total_seconds() / 60,
+            left=t(inc["start_ts"]).timestamp() / 60 % 1440 / 60,
+            height=0.5,
+            color="#fdae6b",
+        )
+        hits = [a for a in al if a["segment_id"] == inc["segment_id"]]
+        for a in hits:
+            ax.plot(t(a["ts"]).timestamp() / 3600 % 24, i, "kv")
+    ax.set_yticks(range(len(incs)), [f"{x['incident_id']} {x['segment_id']}" for x in incs])
+    ax.set_xlabel("time of day, h (UTC) — bars: true incident, triangles: citybrain alarms")
+    ax.set_title(f"incident timeline (normal run: {len(na)} alarm(s))")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -122,8 +122,7 @@ def test_mqtt_broker_restart(brokers: Brokers, tmp_path: Path, record: Callable[
             time.sleep(2)
             mq.start()
             wait_published(queued, 30)
-            for info in publish(c, s, events[2 * third :]):
-                info.wait_for_publish(10)
+            wait_published(publish(c, s, events[2 * third :]), 30)
             st.wait_healthy(bridge)
             recovery_s = time.monotonic() - t_down
             c.disconnect()

@@ -86,9 +86,22 @@ def test_worker_sigkill_mid_stream(brokers: Brokers, tmp_path: Path, record: Cal
             for m in range(1, MINUTES + 1)
         }
         bootstrap = s.kafka.brokers.removeprefix("kafka://")
-        states = consume_until(
-            bootstrap, s.topics.name("segment_state"), lambda rs: expected <= {r["state_id"] for r in rs}, timeout_s=120
-        )
+        try:
+            states = consume_until(
+                bootstrap,
+                s.topics.name("segment_state"),
+                lambda rs: expected <= {r["state_id"] for r in rs},
+                timeout_s=120,
+            )
+        except AssertionError:
+            got = {
+                r["state_id"]
+                for r in consume_until(bootstrap, s.topics.name("segment_state"), lambda rs: True, timeout_s=5)
+            }
+            dead = consume_until(bootstrap, s.topics.name("dead_letter"), lambda rs: True, timeout_s=5)
+            raise AssertionError(
+                f"windows lost: {sorted(expected - got)}; dead letters: {[d['reason_class'] for d in dead][:20]}"
+            ) from None
         time.sleep(3)  # let any re-emission after the restart arrive too
         states = consume_until(bootstrap, s.topics.name("segment_state"), lambda rs: True, timeout_s=5)
         dead = consume_until(bootstrap, s.topics.name("dead_letter"), lambda rs: True, timeout_s=5)
