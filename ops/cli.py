@@ -126,11 +126,15 @@ def demo(
     network: Annotated[Path | None, typer.Option(help="traffic-net/1.0 JSON; default: a generated 4x4 city")] = None,
     speed: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 10.0,
     web_port: Annotated[int, typer.Option(help="worker web port")] = 6066,
+    scenario: Annotated[
+        Path | None, typer.Option(help="scenario JSON (default for the demo city: an incident and a few faulty loops)")
+    ] = None,
 ) -> None:
     """Start brokers, worker, bridge and a simulated city publishing over MQTT; Ctrl-C stops everything."""
     from ops.runtime import Stack, load_network
     from sensors_sim.publish import MqttPublisher
     from sensors_sim.run import simulate
+    from sensors_sim.scenario import load_scenario
 
     s = _settings(network=network) if network else _settings()
     # simulated time runs `speed` times faster: idle means "quiet for longer than a reporting interval"
@@ -157,10 +161,13 @@ def demo(
         )
         # simulated time starts yesterday 06:30 UTC so accelerated time stays in the past (future stamps are clock skew)
         start = (datetime.now(UTC) - timedelta(days=1)).replace(hour=6, minute=30, second=0, microsecond=0)
+        if scenario is None and network is None and s.network is None:
+            scenario = Path(__file__).resolve().parents[1] / "sensors_sim" / "scenarios" / "demo.json"
+        sc = load_scenario(scenario) if scenario else None
         sim = threading.Thread(
             target=simulate,
             args=(graph, pub),
-            kwargs={"start": start, "duration_s": None, "speed": speed, "stop": stop},
+            kwargs={"start": start, "duration_s": None, "speed": speed, "stop": stop, "scenario": sc},
             daemon=True,
         )
         sim.start()
@@ -412,6 +419,9 @@ def main() -> None:
     from roadnet import RoadnetError
 
     os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+    # SIGTERM unwinds like Ctrl-C, so commands that started brokers and children (replay, demo) stop them
+    # (the worker and bridge install their own draining handlers later)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         app()
     except RoadnetError as exc:

@@ -334,8 +334,14 @@ def register(pipe: Pipeline) -> None:
             metrics.open_windows.set(n_open)
         # a quiet segment's windows close once the rest of the stream has passed them (a stall of the whole
         # stream closes nothing), or everything once the stream has ended
-        ended = now - max(last_reading.values(), default=started) >= 5 * w.idle_close_s
-        horizon = math.inf if ended or not stream_time else stream_time[0] - w.allowed_lateness_s
+        # a worker that has read nothing since it started (recovering, rebalancing) waits much longer before it
+        # decides the stream has ended, or it would close recovered windows just before their readings arrive
+        ended = (
+            now - max(last_reading.values()) >= 5 * w.idle_close_s
+            if last_reading
+            else now - started >= 20 * w.idle_close_s + 60.0
+        )
+        horizon = math.inf if ended else stream_time[0] - w.allowed_lateness_s if stream_time else -math.inf
         for key, seen in list(last_seen.items()):
             if now - seen < w.idle_close_s:
                 continue
