@@ -158,3 +158,26 @@ class WebhookMetrics:
         for r in ("delivered", "failed", "gone", "refused", "disabled", "duplicate"):
             m.deliveries.labels(r)
         return m
+
+
+@dataclass
+class CityMetrics:
+    """City indicators of the last summarised window (set by the leader)."""
+
+    travel_time_index: Gauge
+    congested_lane_km_ratio: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> CityMetrics:
+        return cls(
+            travel_time_index=Gauge(
+                "citybrain_city_travel_time_index",
+                "Flow-weighted travel-time index of the last window",
+                registry=registry,
+            ),
+            congested_lane_km_ratio=Gauge(
+                "citybrain_city_congested_lane_km_ratio",
+                "Share of lane-km congested in the last window",
+                registry=registry,
+            ),
+        )

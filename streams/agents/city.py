@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import Gauge
-
 from models.indicators import city_indicators
+from streams.metrics import CityMetrics
 from streams.records import CitySummary
 
 if TYPE_CHECKING:
@@ -26,14 +25,8 @@ QUIET_S = 10.0
 def register(pipe: Pipeline) -> None:
     app, settings = pipe.app, pipe.settings
     topic = app.topic(settings.topics.name("city_summary"), key_type=str, value_type=CitySummary)
-    tti = Gauge(
-        "citybrain_city_travel_time_index", "Flow-weighted travel-time index of the last window", registry=pipe.registry
-    )
-    cong = Gauge(
-        "citybrain_city_congested_lane_km_ratio",
-        "Share of lane-km congested in the last window",
-        registry=pipe.registry,
-    )
+    city_metrics = CityMetrics.create(pipe.registry)
+    tti, cong = city_metrics.travel_time_index, city_metrics.congested_lane_km_ratio
     published: set[str] = set()
     n_total = len(pipe.segments)
 

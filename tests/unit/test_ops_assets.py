@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import IngestMetrics, WebhookMetrics, WorkerMetrics
+from streams.metrics import CityMetrics, IngestMetrics, WebhookMetrics, WorkerMetrics
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 DASHBOARDS = sorted((OPS / "grafana/dashboards").glob("*.json"))
@@ -25,6 +25,7 @@ def exported_names() -> set[str]:
     IngestMetrics.create(reg)
     WorkerMetrics.create(reg)
     WebhookMetrics.create(reg)
+    CityMetrics.create(reg)
     names: set[str] = set()
     for fam in reg.collect():
         names |= {s.name for s in fam.samples}
