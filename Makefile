@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+.PHONY: bench
 .PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-deps
 
 help:
@@ -71,6 +72,10 @@ eval: eval-deps
 	$(PY) -m bench.eval_states --table docs/eval/congestion.md --incident-table docs/eval/incidents.md
 
 eval-congestion eval-incidents: eval
+
+# speed and memory, measured (not pass/fail): models, raw-consumer ceiling, end to end via Kafka and MQTT, simulator
+bench: $(STAMP)
+	$(PY) -m bench.bench_pipeline --json .cache/bench/results.json
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

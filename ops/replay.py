@@ -248,7 +248,25 @@ def run_replay(
             done.set()
             return await collector
 
-        states, dead_records = asyncio.run(main())
+        peak_rss = [0]
+        sampling = threading.Event()
+
+        def sample_rss() -> None:  # the worker's resident memory, for the benchmark
+            while not sampling.is_set():
+                try:
+                    for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            peak_rss[0] = max(peak_rss[0], int(line.split()[1]))
+                except OSError:
+                    pass
+                sampling.wait(0.5)
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
+        try:
+            states, dead_records = asyncio.run(main())
+        finally:
+            sampling.set()
         dead = len(dead_records)
         progress.show(force=True)
         if show_progress and sys.stderr.isatty():
@@ -291,6 +309,7 @@ def run_replay(
         "startup_s": round(t_ready, 1),
         "events_per_s": round(total / max(wall - t_ready, 1e-9)),
         "faulty_loops": len(fault_map),
+        "worker_rss_mb": round(peak_rss[0] / 1024, 1),
         "incidents_raised": len(raised),
         "device_faults_reported": sum(1 for a in all_alerts if a.get("type") == "device_fault.new"),
         "states_out": str(states_out),
