@@ -88,6 +88,15 @@ class WebhookSettings(BaseModel):
     max_retry_after_s: float = Field(3600.0, ge=0, description="cap on a receiver's Retry-After")
 
 
+class SignalSettings(BaseModel):
+    """Signal-timing recommendations."""
+
+    model_config = _FROZEN
+    period_s: float = Field(
+        300.0, ge=60, le=3600, description="control period: one recommendation per signal per period"
+    )
+
+
 class ApiUser(BaseModel):
     """A person or system allowed on the API and console."""
 
@@ -176,6 +185,7 @@ class Settings(BaseSettings):
     window: WindowSettings = WindowSettings()  # type: ignore[call-arg]
     webhooks: WebhookSettings = WebhookSettings()  # type: ignore[call-arg]
     auth: AuthSettings = AuthSettings()
+    signals: SignalSettings = SignalSettings()  # type: ignore[call-arg]
     console_history_s: float = Field(3600.0, gt=0, description="how far back the console view reads on start")
 
     @classmethod

@@ -46,6 +46,7 @@ class Pipeline:
     tables: dict[str, Any] = field(default_factory=dict)
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     console_view: Any = None
+    signal_stats: dict[str, int] = field(default_factory=dict)
 
 
 def device_index(graph: nx.MultiDiGraph) -> dict[str, DeviceInfo]:
@@ -145,7 +146,7 @@ def build_app(
         segments=segment_index(graph),
     )
     from streams import console_web, web
-    from streams.agents import city, ingest, segment_state, webhooks
+    from streams.agents import city, ingest, segment_state, signals, webhooks
 
     ingest.register(pipe)
     segment_state.register(pipe)
@@ -153,4 +154,5 @@ def build_app(
     web.register(pipe)
     console_web.register(pipe)
     city.register(pipe)
+    signals.register(pipe)
     return pipe
