@@ -370,6 +370,38 @@ def route(
     )
 
 
+@app.command()
+def greenwave(
+    origin: Annotated[str, typer.Argument(help="origin intersection id")],
+    destination: Annotated[str, typer.Argument(help="destination intersection id")],
+    depart: Annotated[float | None, typer.Option(help="departure, Unix s (default now)")] = None,
+    url: Annotated[str, typer.Option(help="a worker's web address")] = "http://127.0.0.1:6066",
+    token: Annotated[str | None, typer.Option(help="API token (viewer)", envvar="CITYBRAIN_TOKEN")] = None,
+) -> None:
+    """Emergency green wave: route on the live graph and a temporary plan for each signal on it."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    q = {"from": origin, "to": destination} | ({"depart": str(depart)} if depart is not None else {})
+    req = urllib.request.Request(
+        f"{url.rstrip('/')}/api/greenwave?{urllib.parse.urlencode(q)}",
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            plan = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        typer.echo(f"citybrain greenwave: {json.loads(exc.read() or b'{}').get('error', exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"route {' '.join(plan['route'])}: {plan['arrival_s'] - plan['departure_s']:.0f} s, "
+        f"{'green all the way' if plan['all_green'] else 'some waits'} (computed in {1000 * plan['compute_s']:.0f} ms)"
+    )
+    for a in plan["actions"]:
+        typer.echo(f"  {json.dumps(a)}")
+
+
 net_app = typer.Typer(help="Road networks: inspect and convert.", no_args_is_help=True)
 app.add_typer(net_app, name="net")
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ import networkx as nx
 import orjson
 from aiohttp import web
 
+from models.greenwave import plan_green_wave
 from models.indicators import current_travel_times_s, route_travel_time
 from streams.console_view import OutputView
 
@@ -187,6 +190,27 @@ def register(pipe: Pipeline) -> OutputView:
             return web.json_response({"error": f"no route from {origin} to {dest}"}, status=422)
         return web.json_response(res)
 
+    async def greenwave(request: web.Request) -> web.Response:
+        """Emergency green wave: route on live travel times and a temporary plan per signal on it."""
+        origin, dest = request.query.get("from", ""), request.query.get("to", "")
+        if not origin or not dest:
+            return web.json_response(
+                {"error": "give ?from=<intersection>&to=<intersection>[&depart=<Unix s>]"}, status=400
+            )
+        try:
+            depart = float(request.query.get("depart") or time.time())
+        except ValueError:
+            return web.json_response({"error": "depart must be Unix seconds"}, status=400)
+        try:
+            plan = plan_green_wave(pipe.graph, origin, dest, depart, current_travel_times_s(pipe.graph, view.segments))
+        except nx.NodeNotFound as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        except nx.NetworkXNoPath:
+            return web.json_response({"error": f"no route from {origin} to {dest}"}, status=422)
+        body = dataclasses.asdict(plan)
+        body["all_green"] = plan.all_green
+        return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
@@ -198,6 +222,7 @@ def register(pipe: Pipeline) -> OutputView:
     web_app.router.add_get("/api/stream", stream)
     web_app.router.add_post("/api/{kind:incidents|recommendations}/{id}/{action}", act)
     web_app.router.add_get("/api/route", route)
+    web_app.router.add_get("/api/greenwave", greenwave)
     web_app.router.add_get("/api/openapi.json", openapi)
     pipe.console_view = view
     return view
@@ -250,6 +275,16 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [
                     {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
                     {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+            }
+        },
+        "/api/greenwave": {
+            "get": {
+                **_op("Emergency green wave: fastest route and a temporary plan per signal so the vehicle meets green"),
+                "parameters": [
+                    {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "depart", "in": "query", "required": False, "schema": {"type": "number"}},
                 ],
             }
         },

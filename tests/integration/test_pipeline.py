@@ -198,3 +198,31 @@ def test_city_summary_and_live_route_follow_the_states(running: RunningStack) ->
     assert route["travel_time_s"] == pytest.approx(300 / (latest["speed_kmh"] / 3.6), abs=0.1)
     status, err = http_json(running.worker_url + "/api/route?from=A1&to=nowhere")
     assert status == 404 and "nowhere" in err["error"]
+
+
+def test_signal_recommendations_and_green_wave(running: RunningStack) -> None:
+    # the earlier tests' readings span 07:30-09:01 of stream time: the leader's planner crossed 5-min periods
+    s = running.settings
+    recs = consume_until(
+        s.kafka.brokers.removeprefix("kafka://"),
+        s.topics.name("recommendations"),
+        lambda rs: len(rs) >= 16,
+        timeout_s=60,
+    )
+    import roadnet
+
+    lights = roadnet.grid_city().graph["traffic_lights"]
+    for r in recs:
+        assert r["tls_id"] in lights
+        assert all(g >= 5 for g in r["green_s"]) and r["cycle_s"] <= 180
+        assert len(r["green_s"]) == sum(1 for p in lights[r["tls_id"]]["phases"] if p["kind"] == "green")
+        assert len(r["recommendation_id"]) == 16 and r["reason"]
+    by_period: dict[float, set[str]] = {}
+    for r in recs:
+        by_period.setdefault(r["period_start_s"], set()).add(r["tls_id"])
+    assert any(len(v) == len(lights) for v in by_period.values())  # one per signal per period
+    from ops.runtime import http_json
+
+    status, wave = http_json(running.worker_url + "/api/greenwave?from=A0&to=D3&depart=1736150000")
+    assert status == 200 and wave["route"] and wave["arrival_s"] > wave["departure_s"]
+    assert wave["all_green"] is True
