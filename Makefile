@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy streams models roadnet sensors_sim ops tests
+	$(VENV)/bin/mypy streams models roadnet sensors_sim ops tests bench
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

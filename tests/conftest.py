@@ -37,7 +37,7 @@ def record(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
-    outcome = yield
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[Any]:
+    outcome: Any = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)

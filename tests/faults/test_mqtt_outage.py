@@ -24,7 +24,7 @@ pytestmark = pytest.mark.faults
 def devices(host: str, port: int, client_id: str) -> mqtt.Client:
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
     c.max_queued_messages_set(0)  # queue without limit while the broker is away
-    c.reconnect_delay_set(0.2, 1.0)
+    c.reconnect_delay_set(1, 2)
     c.connect(host, port)
     c.loop_start()
     return c
