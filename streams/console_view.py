@@ -53,6 +53,10 @@ class OutputView:
         # recent windows: window end → segment → state, and when each window last changed (monotonic s)
         self.windows: dict[str, dict[str, dict[str, Any]]] = {}
         self.window_touched: dict[str, float] = {}
+        # windows pushed out of the buffer before the city summariser saw them (it drains this first)
+        self.evicted: deque[tuple[str, dict[str, dict[str, Any]]]] = deque(maxlen=500)
+        self.summarised: set[str] = set()
+        self.window_floor: str | None = None  # windows at or before this were evicted: not rebuilt
         self.subscribers: set[asyncio.Queue[bytes]] = set()
         self.ready = asyncio.Event()
         self.records_seen = 0
@@ -65,11 +69,16 @@ class OutputView:
             if prev is None or str(prev.get("ts", "")) <= str(rec.get("ts", "")):
                 self.segments[rec["segment_id"]] = rec
             ts = str(rec.get("ts"))
+            if self.window_floor is not None and ts <= self.window_floor:
+                return "segment", rec  # a window already pushed out of the buffer (and handed to the summariser)
             self.windows.setdefault(ts, {})[rec["segment_id"]] = rec
             self.window_touched[ts] = time.monotonic()
             for old in sorted(self.windows)[:-MAX_WINDOWS]:
-                self.windows.pop(old, None)
+                evicted = self.windows.pop(old, None)
                 self.window_touched.pop(old, None)
+                self.window_floor = old if self.window_floor is None else max(self.window_floor, old)
+                if evicted is not None and old not in self.summarised:
+                    self.evicted.append((old, evicted))
             return "segment", rec
         if kind == "summary":
             self.summaries.append(rec)

@@ -10,7 +10,7 @@ same id.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from models.indicators import city_indicators
 from streams.metrics import CityMetrics
@@ -30,11 +30,35 @@ def register(pipe: Pipeline) -> None:
     published: set[str] = set()
     n_total = len(pipe.segments)
 
+    async def publish(ts: str, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        ind = city_indicators(states.values(), pipe.segments)
+        rec = CitySummary(
+            summary_id=f"{settings.city}@{ts}",
+            city=settings.city,
+            ts=ts,
+            window_s=settings.window.size_s,
+            travel_time_index=ind["travel_time_index"],
+            congested_lane_km_share=ind["congested_lane_km_share"],
+            mean_speed_kmh=ind["mean_speed_kmh"],
+            segments_reporting=ind["segments_reporting"],
+            segments_total=n_total,
+            lane_km_reporting=ind["lane_km_reporting"],
+            worst=ind["worst"],
+        )
+        await topic.send(key=settings.city, value=rec)
+        published.add(ts)
+        pipe.console_view.summarised.add(ts)
+        return ind
+
     @app.timer(2.0, on_leader=True, name="city-indicators")
     async def city_indicators_timer() -> None:
         view = pipe.console_view
         if view is None:
             return
+        while view.evicted:  # windows the view had to drop before they were summarised
+            ts, states = view.evicted.popleft()
+            if ts not in published:
+                await publish(ts, states)
         windows = sorted(view.windows)
         now = time.monotonic()
         for i, ts in enumerate(windows):
@@ -46,26 +70,12 @@ def register(pipe: Pipeline) -> None:
             quiet = now - view.window_touched.get(ts, now) > QUIET_S
             if not (complete or superseded or quiet):
                 continue
-            ind = city_indicators(states.values(), pipe.segments)
-            rec = CitySummary(
-                summary_id=f"{settings.city}@{ts}",
-                city=settings.city,
-                ts=ts,
-                window_s=settings.window.size_s,
-                travel_time_index=ind["travel_time_index"],
-                congested_lane_km_share=ind["congested_lane_km_share"],
-                mean_speed_kmh=ind["mean_speed_kmh"],
-                segments_reporting=ind["segments_reporting"],
-                segments_total=n_total,
-                lane_km_reporting=ind["lane_km_reporting"],
-                worst=ind["worst"],
-            )
-            await topic.send(key=settings.city, value=rec)
-            published.add(ts)
-            if ts == windows[-1] or i == len(windows) - 1 or superseded:
-                if ind["travel_time_index"] is not None:
-                    tti.set(ind["travel_time_index"])
-                if ind["congested_lane_km_share"] is not None:
-                    cong.set(ind["congested_lane_km_share"])
-        if len(published) > 1000:
-            published.intersection_update(windows)
+            ind = await publish(ts, states)
+            if ind["travel_time_index"] is not None:
+                tti.set(ind["travel_time_index"])
+            if ind["congested_lane_km_share"] is not None:
+                cong.set(ind["congested_lane_km_share"])
+        if len(published) > 5000:
+            keep = set(windows)
+            published.intersection_update(keep)
+            view.summarised.intersection_update(keep)
