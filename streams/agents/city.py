@@ -64,7 +64,9 @@ def register(pipe: Pipeline) -> None:
         for i, ts in enumerate(windows):
             if ts in published:
                 continue
-            states = view.windows[ts]
+            states = view.windows.get(ts)
+            if states is None:  # evicted while we awaited: it is in view.evicted and is summarised next tick
+                continue
             complete = len(states) >= n_total
             superseded = len(windows) - i > 2
             quiet = now - view.window_touched.get(ts, now) > QUIET_S
