@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: bench
-.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-deps
+.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -72,6 +72,12 @@ eval: eval-deps
 	$(PY) -m bench.eval_states --table docs/eval/congestion.md --incident-table docs/eval/incidents.md
 
 eval-congestion eval-incidents: eval
+
+# signal timing in closed loop against SUMO (fixed, Webster, max-pressure baselines, citybrain), and the five
+# real Hangzhou intersections against their template plans
+eval-signals: eval-deps
+	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals.py --mp-extra-cycles 23 --plot docs/img/signals_travel_time.png
+	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals.py --hangzhou
 
 # speed and memory, measured (not pass/fail): models, raw-consumer ceiling, end to end via Kafka and MQTT, simulator
 bench: $(STAMP)

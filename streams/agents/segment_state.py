@@ -99,6 +99,14 @@ def register(pipe: Pipeline) -> None:
     started = time.monotonic()
     last_reading: dict[bytes, float] = {}
     stream_time: list[float] = []  # [max reading ts seen by this worker], empty until the first reading
+    # stream time per source partition: partitions are consumed unevenly, so a segment is only judged against
+    # the progress of its own partition (a lagging partition never looks like silent segments)
+    part_time: dict[int, float] = {}
+
+    def partition_of(key: bytes) -> int:
+        p = table.source_partition.get(key)
+        return p if p is not None else seg_partition.get(key, -1)
+
     last_fill = [0.0]
     n_parts = settings.kafka.partitions
     seg_partition = {str(k).encode(): _default_partition(str(k).encode(), n_parts) for k in pipe.segments}
@@ -275,7 +283,10 @@ def register(pipe: Pipeline) -> None:
         cfg = incident_cfgs.get(sid)
         if cfg is None or not stream_time or not state.get("inc"):
             return []
-        decisions = flush_segment(cfg, state["inc"], stream_time[0])
+        pt = part_time.get(partition_of(sid.encode()))
+        if pt is None:
+            return []
+        decisions = flush_segment(cfg, state["inc"], pt)
         return to_alerts(decisions, state) if decisions else []
 
     async def send_alerts(alerts: list[Alert]) -> None:
@@ -307,6 +318,9 @@ def register(pipe: Pipeline) -> None:
                     changed = True
                     if not stream_time or ev["ts_s"] > stream_time[0]:
                         stream_time[:] = [float(ev["ts_s"])]
+                    pk = table.source_partition.get(key, -1)
+                    if ev["ts_s"] > part_time.get(pk, -math.inf):
+                        part_time[pk] = float(ev["ts_s"])
                     metrics.applied.labels(ev["type"]).inc()
                     incident_alerts.extend(detect(state, key.decode(), ev))
                     received = ev.get("received_at")
@@ -341,10 +355,11 @@ def register(pipe: Pipeline) -> None:
             if last_reading
             else now - started >= 20 * w.idle_close_s + 60.0
         )
-        horizon = math.inf if ended else stream_time[0] - w.allowed_lateness_s if stream_time else -math.inf
         for key, seen in list(last_seen.items()):
             if now - seen < w.idle_close_s:
                 continue
+            pt = part_time.get(partition_of(key))
+            horizon = math.inf if ended else pt - w.allowed_lateness_s if pt is not None else -math.inf
             state = table.get(key)
             if not state:
                 last_seen.pop(key, None)
@@ -393,14 +408,17 @@ def register(pipe: Pipeline) -> None:
         # the stream has ended (or the city is silent): fill up to its last reading; otherwise only windows that
         # every live segment has closed too, so a brief stall of the whole stream never pre-empts real readings
         ended = now - max(last_reading.values(), default=started) >= 5 * w.idle_close_s
-        target = (
-            window_end(stream_time[0], w.size_s)
-            if ended
-            else int((stream_time[0] - w.allowed_lateness_s - w.size_s) // w.size_s * w.size_s)
-        )
         for key, part in seg_partition.items():
             if part not in assigned or now - last_reading.get(key, started) < 2 * w.idle_close_s:
                 continue
+            pt = part_time.get(part)
+            if pt is None:
+                continue  # nothing read from this partition yet: nothing to judge the segment against
+            target = (
+                window_end(pt, w.size_s)
+                if ended
+                else int((pt - w.allowed_lateness_s - w.size_s) // w.size_s * w.size_s)
+            )
             state = table.get(key) or new_state()
             if state["open"]:
                 continue  # the idle flush closes those first
