@@ -8,14 +8,18 @@ For each run (``incident``, ``normal``) it feeds ``events.jsonl`` in stream orde
 (``--onset random``; ``start`` for the whole run): a third each ``silent`` (events dropped), ``stuck`` (the
 first non-zero reading from the onset repeated) and ``zero`` (count 0, occupancy 0, no speed). It reports the
 incidents raised on segments with a faulty loop after its onset (must be 0), the device faults reported per
-injected kind, and the false-alarm rate of the faulty run. ``--mndot`` runs the univariate time-of-day
-baseline on the MnDOT series and reports, per labelled anomaly window, whether it was flagged and how many
-flags fall outside the windows. ``--plot PATH`` writes an incident timeline (needs matplotlib).
+injected kind, and the false-alarm rate of the faulty run. ``--seeds 1-20`` (or ``1,2,3``) repeats the faulty
+run for several seeds and adds a one-line summary (the fault guarantee is a tail property: one seed says
+little). ``--set NAME=VALUE`` overrides a parameter of ``models.incidents`` (trade-off sweeps).
+``--mndot`` runs the univariate time-of-day baseline on the MnDOT series and reports, per labelled anomaly
+window, whether it was flagged and how many flags fall outside the windows. ``--plot PATH`` writes an incident
+timeline (needs matplotlib).
 
 Run::
 
     .venv/bin/python -m bench.eval_incidents                        # both runs, scored
     .venv/bin/python -m bench.eval_incidents --faults 0.1 --seed 1  # plus a faulty normal run
+    .venv/bin/python -m bench.eval_incidents --faults 0.1 --seeds 1-20 --set F_CORROBORATE=3.0   # sweep
     .venv/bin/python -m bench.eval_incidents --mndot                # plus the MnDOT series
 """
 
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python bench/eval_incidents.py`
     sys.path.insert(0, str(ROOT))
 
+import models.incidents as incidents_model  # noqa: E402
 from models.incidents import (  # noqa: E402
     CLEARED,
     FAULT,
@@ -359,6 +364,29 @@ def write_plot(path: Path, decisions: list[dict[str, Any]], truth: list[dict[str
 # ------------------------------------------------------------------------------------------------ main
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"1-20"`` (inclusive range) or ``"1,2,3"``."""
+    if "-" in text:
+        lo, hi = text.split("-", 1)
+        return list(range(int(lo), int(hi) + 1))
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def set_parameter(item: str) -> None:
+    """Override a module-level parameter of ``models.incidents`` from ``NAME=VALUE`` (type of the default)."""
+    name, _, value = item.partition("=")
+    old = getattr(incidents_model, name)  # AttributeError: not a parameter
+    new: Any
+    if isinstance(old, bool):
+        new = value.strip().lower() in ("1", "true", "yes")
+    elif isinstance(old, tuple):
+        new = tuple(float(x) for x in value.split(","))
+    else:
+        new = type(old)(value)
+    setattr(incidents_model, name, new)
+    log(f"parameter {name} = {new!r} (default {old!r})")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder with normal/ and incident/")
@@ -367,12 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--faults", type=float, default=0.0, help="share of loops made faulty in the normal run")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default=None, help="fault seeds, e.g. 1-20 or 1,2,3 (overrides --seed)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a model parameter")
     ap.add_argument("--onset", choices=("random", "start"), default="random")
     ap.add_argument("--mndot", action="store_true")
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="list every alarm and clear")
     a = ap.parse_args(argv)
 
+    for item in a.set:
+        set_parameter(item)
     G = load_trafficnet(a.network)
     configs = segment_configs_from_graph(G)
     truth_path = a.runs / "incident" / "incidents.json"
@@ -400,28 +432,37 @@ def main(argv: list[str] | None = None) -> int:
     if a.faults > 0:
         events = load_events(a.runs / "normal" / "events.jsonl")
         loop_ids = [d for c in configs.values() for d in c["loops"]]
-        faulty, faults = inject_faults(events, loop_ids, a.faults, a.seed, a.onset)
-        dec, us_f = run_detector(faulty, IncidentDetector(configs))
-        write_alarms(dec, a.out / "alarms_normal_faults.jsonl")
-        if a.verbose:
-            describe(dec, t0)
-        frep = fault_report(dec, faults, configs)
-        rep_f = score(a.out / "alarms_incident.jsonl", a.out / "alarms_normal_faults.jsonl", truth_path, a.sumo_py)
-        print(
-            f"\nfaults {a.faults:.0%} of loops (seed {a.seed}, onset {a.onset}): "
-            f"incidents on faulty segments {frep['incidents_on_faulty_segments']} "
-            f"{frep['incidents_on_faulty'] or ''}; normal-run false episodes "
-            f"{rep_f['normal_run']['false_alarm_episodes']} "
-            f"({rep_f['normal_run']['false_alarms_per_detector_hour']:.4f}/det-h); {us_f:.1f} µs/event"
-        )
-        for kind, c in frep["faults"].items():
+        seeds = parse_seeds(a.seeds) if a.seeds else [a.seed]
+        on_faulty: list[int] = []
+        for seed in seeds:
+            faulty, faults = inject_faults(events, loop_ids, a.faults, seed, a.onset)
+            dec, us_f = run_detector(faulty, IncidentDetector(configs))
+            write_alarms(dec, a.out / "alarms_normal_faults.jsonl")
+            if a.verbose:
+                describe(dec, t0)
+            frep = fault_report(dec, faults, configs)
+            on_faulty.append(int(frep["incidents_on_faulty_segments"]))
+            rep_f = score(a.out / "alarms_incident.jsonl", a.out / "alarms_normal_faults.jsonl", truth_path, a.sumo_py)
             print(
-                f"  {kind:7s} injected {c.get('injected', 0):3d}  reported {c.get('reported', 0):3d} "
-                f"({', '.join(f'{k[3:]} {v}' for k, v in c.items() if k.startswith('as_'))}) "
-                f"median delay {frep['median_report_delay_s'][kind]} s"
+                f"\nfaults {a.faults:.0%} of loops (seed {seed}, onset {a.onset}): "
+                f"incidents on faulty segments {frep['incidents_on_faulty_segments']} "
+                f"{frep['incidents_on_faulty'] or ''}; normal-run false episodes "
+                f"{rep_f['normal_run']['false_alarm_episodes']} "
+                f"({rep_f['normal_run']['false_alarms_per_detector_hour']:.4f}/det-h); {us_f:.1f} µs/event"
             )
-        print(f"  fault reports on healthy detectors: {frep['fault_reports_on_healthy_detectors']}")
-        (a.out / "faults.json").write_text(json.dumps(frep, indent=1))
+            for kind, c in frep["faults"].items():
+                print(
+                    f"  {kind:7s} injected {c.get('injected', 0):3d}  reported {c.get('reported', 0):3d} "
+                    f"({', '.join(f'{k[3:]} {v}' for k, v in c.items() if k.startswith('as_'))}) "
+                    f"median delay {frep['median_report_delay_s'][kind]} s"
+                )
+            print(f"  fault reports on healthy detectors: {frep['fault_reports_on_healthy_detectors']}")
+            (a.out / "faults.json").write_text(json.dumps(frep, indent=1))
+        if len(seeds) > 1:
+            print(
+                f"\nseeds {seeds[0]}-{seeds[-1]}: incidents on faulty segments {sum(on_faulty)} "
+                f"(seeds with any: {sum(1 for x in on_faulty if x)}/{len(seeds)})"
+            )
 
     if a.mndot:
         print()

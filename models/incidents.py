@@ -43,8 +43,9 @@ hypothesis, so that the channels' noise cancels instead of adding up):
 
 1. **Lane starvation** (all hypotheses): the share ``p`` of the section's vehicles using the lane is learned
    online (exponential forgetting, paused while anything is suspicious). Under a hypothesis the lane keeps
-   only ``rho`` of it: ``c ln(rho) + (N - c) ln((1 - rho p)/(1 - p))`` (binomial; ``rho`` = ``RHO_BLOCK``,
-   ``RHO_PARTIAL``, ``RHO_SLOW``). A blocked lane empties while its neighbours fill.
+   only ``rho`` of it (binomial, ``rho`` = ``RHO_BLOCK``, ``RHO_PARTIAL``, ``RHO_SLOW``); the null is the
+   beta-binomial of the learned share (concentration capped at ``SHARE_CONC_MAX``: shares drift, platoons
+   pick lanes together). A blocked lane empties while its neighbours fill.
 2. **Lane balance** (``block``, ``partial``; upstream/downstream along the lane): the lane's count at this
    loop against the same lane's loop downstream (learned ratio, the upstream count averaged over two steps
    for the travel time and the red). Drivers leave a blocked lane before the upstream loop and re-enter
@@ -59,16 +60,23 @@ hypothesis, so that the channels' noise cancels instead of adding up):
 
 Sections within ``MIN_EVIDENCE_DIST_M`` of the stop line (signal queues) only serve as references. A lane
 raises an incident when its best CUSUM reaches ``H_RAISE`` (or ``H_FAST`` when evidence independent of the
-loops agrees: a camera hint ``C_HINT`` or slow vehicles), **and** the evidence cannot be a dead loop: the
-loop counted or was occupied during the episode and is not reading zeros since (``ALIVE_MAX_ZERO_STEPS``),
-slow vehicles were seen, the camera shows a stall (``C_CORROBORATE``, two clear-position sightings), or
-flow is conserved (rule 5). Until then an ``incident_suspected`` decision says a lane is empty:
+loops agrees: a camera hint ``C_HINT`` or slow vehicles), **and** the evidence cannot be a dead loop (a loop
+reading exact zeros is a blocked lane, a lull or a dead loop). Not dead: the loop counted during the episode
+and has read at most ``ALIVE_MAX_ZERO_STEPS`` *informative* zeros since (zeros while the other lanes
+counted), slow vehicles were seen, or flow is conserved (rule 5): ``F >= F_CORROBORATE``, or ``F`` plus the
+camera's stall evidence ``>= FC_CORROBORATE``, unless the latest readings favour a dead loop (a CUSUM,
+``DIED_SINCE``). Conservation only vouches for the run up to its latest reference reading, so the lane
+evidence it confirms is the one at that reading (a loop that dies after a lull reads zeros that no reference
+has checked yet). Until then an ``incident_suspected`` decision says a lane is empty:
 
 5. **Conservation** (blocked lane vs dead loop): while a loop reads exact zeros, the other lanes' count at
-   its section is compared with the total at the reference section and with the camera's entering count
-   (learned ratios). A blocked lane moves its vehicles to the other lanes (totals conserved); a dead loop
-   loses its share ``p``. Binomial LLR ``F``: ``>= F_CORROBORATE`` confirms the incident, ``<= -F_FAULT``
-   (with the lane starved) makes it a ``zero`` device fault.
+   its section is compared with (a) the camera's entering count over its interval (every vehicle entering
+   the zone crossed the section seconds earlier: the residual is 0 +- 1 vehicle) and (b) the reference
+   section's total over one signal cycle ending mid-green (the queue is served then). Both residuals'
+   pmfs are learned per section while quiet (``CONS_*``, ``REF_*``). A blocked lane moved its vehicles to the
+   other lanes, so the residual keeps its pmf; a dead loop loses ``X ~ Binomial(count, p)`` of them, which
+   shifts it. The LLR of each window whose whole span the zero run covers (capped ``CONS_LLR_CAP``) adds to
+   ``F``; ``F <= -F_FAULT`` (with the lane starved) makes the loop a ``zero`` device fault.
 
 A camera stall alone raises at ``H_CAMERA_ONLY`` (lane unknown). An incident clears when, for
 ``CLEAR_STEPS`` steps, the raised hypothesis' evidence is below ``CLEAR_EVIDENCE`` (or below
@@ -89,8 +97,9 @@ Univariate baseline: :func:`new_baseline_state` / :func:`update_baseline` flag o
 its own hour-of-day baseline (robust z-score CUSUM). It needs days of history, so it is not part of the
 segment rules above; it is what runs on single-detector archives such as the MnDOT series.
 
-Cost: state is O(lanes x sections) numbers per segment (about 2 kB as JSON for two lanes and two sections);
-an event costs a few dict operations, a step and a camera reading O(lanes): 20-40 µs per event in CPython.
+Cost: state is O(lanes x sections) numbers per segment (about 3 kB as JSON for two lanes and two sections);
+an event costs a few dict operations, a step and a camera reading O(lanes) (a conservation test of a loop in
+an exact-zero run O(count x residual support)): 25-30 µs per event in CPython (harness runs, best of 6).
 """
 
 from __future__ import annotations
@@ -111,6 +120,9 @@ RHO_SLOW = 0.3
 SHARE_PRIOR_VEH = 4.0
 #: Half-life of the learned lane shares, in vehicles counted at the section.
 SHARE_HALF_LIFE_VEH = 300.0
+#: Largest concentration (vehicles) of the beta-binomial lane-share null: shares drift and platoons choose
+#: lanes together, so even a long history does not make a lane's count binomial.
+SHARE_CONC_MAX = 200.0
 #: Vehicles (forgetting included) a section must have seen before its starvation terms arm.
 SHARE_MIN_VEH = 30.0
 #: Largest lane share used in the LLR (avoids log(0) on a lane that carries everything).
@@ -128,16 +140,24 @@ H_RAISE = 7.0
 #: Evidence that raises early when evidence independent of the loops agrees (camera hint, slow vehicles).
 H_FAST = 5.0
 #: Camera evidence of one halting vehicle at a clear position (a hint), nats.
-C_HINT = 2.4
+C_HINT = 2.0
 #: Camera-only evidence needed to raise an incident with unknown lane, nats.
-H_CAMERA_ONLY = 9.0
+H_CAMERA_ONLY = 7.0
 #: Raise on exact-zero starvation only once a dead loop is ruled out (False trades fault safety for speed).
 REQUIRE_NOT_DEAD = True
-#: A loop is alive (not dead) if it counted or was occupied during the episode and has read exact zeros for
-#: at most this many steps since.
+#: A loop is alive (not dead) if it counted during the episode and has read at most this many informative
+#: exact-zero steps since (zeros while the section's other lanes counted vehicles).
 ALIVE_MAX_ZERO_STEPS = 1
-#: Corroboration that rules out a dead loop (exact zeros): conservation LLR or camera stall evidence, nats.
-F_CORROBORATE = 3.0
+#: Conservation LLR (nats) that rules out a dead loop on its own (odds e^1.75 ~ 6 : 1; one clean camera window
+#: of a lane with a fair share gives about 2), and with the camera's stall CUSUM added (weight 0 disables).
+F_CORROBORATE = 1.75
+FC_CORROBORATE = 3.0
+CAMERA_NOT_DEAD_WEIGHT = 1.0
+#: A loop whose latest conservation readings favour a dead loop by this much (nats; a CUSUM) may have died
+#: since its older readings vouched for it (a lull, then a fault): ``F`` confirms nothing until they recover.
+DIED_SINCE = 1.5
+#: Camera CUSUM (nats) reported as ``camera_stall`` (it also holds an incident open); not a dead-loop test
+#: on its own (a turn waiting at a clear position looks the same).
 C_CORROBORATE = 4.0
 #: Conservation LLR (nats, negative) and exact-zero steps that make a starved loop a ``zero`` device fault.
 F_FAULT = 4.0
@@ -149,6 +169,21 @@ ZERO_LONG_DUE_VEH = 10.0
 #: Vehicles a lane's loop must have counted (forgetting included) for its own share to be trusted in the
 #: conservation test; below, the lane's share at the reference section is used (a loop dead from the start).
 LANE_SEEN_VEH = 5.0
+#: Camera conservation (rule 5): residual support (vehicles), prior pmf by |residual| and its weight
+#: (readings), probability floor, tail decay per vehicle beyond the support, and the LLR cap per reading.
+CONS_K = 4
+CONS_PRIOR = (0.4, 0.2, 0.06, 0.02, 0.01)
+CONS_PRIOR_WEIGHT = 6.0
+CONS_FLOOR = 0.01
+CONS_TAIL = 0.3
+CONS_LLR_CAP = 3.0
+#: Conservation against the reference section (stop-line counts lag by up to a cycle; off: camera only):
+#: window in steps when the approach has no signal plan (else one cycle, 2-6 steps, ending mid-green), prior
+#: residual pmf by |residual| (wider than the camera's) and forgetting per window of the learned pmf.
+REF_CONSERVATION = True
+REF_WINDOW_STEPS = 3
+REF_PRIOR = (0.25, 0.17, 0.1, 0.05, 0.04)
+REF_FORGET = 0.97
 #: Learning rate per step of a section's mean flow (vehicles per step; for the delay estimate).
 FLOW_ALPHA = 0.05
 #: Prior weight (vehicles) of the cross-section ratio kappa = 1 (vehicles are conserved along a link).
@@ -170,7 +205,7 @@ FREE_FRAC = 0.6
 STANDING_OCC = 0.04
 OTHERS_FREE_OCC = 0.15
 #: Slow-lane log-likelihood ratios per reading, nats.
-LLR_VERY_SLOW = 3.0
+LLR_VERY_SLOW = 4.0
 LLR_SLOW = 1.0
 LLR_STANDING = 1.5
 LLR_FREE = -3.0
@@ -212,12 +247,14 @@ SAT_FLOW_VEH_H_LANE = 1800.0
 LANE_CHANGE_FRICTION_S = 2.0
 DELAY_HORIZON_S = 900.0
 
+#: Version of the state layout (older states are upgraded in place on their next event).
+STATE_VERSION = 2
+
 INCIDENT, CLEARED, SUSPECTED = "incident", "incident_cleared", "incident_suspected"
 FAULT, RESTORED = "device_fault", "device_restored"
 SILENT, STUCK, ZERO, IMPLAUSIBLE = "silent", "stuck", "zero", "implausible"
 #: Hypotheses per lane: name -> share of the lane's flow still passing the upstream loop.
 HYPOTHESES = {"block": RHO_BLOCK, "partial": RHO_PARTIAL, "slow": RHO_SLOW}
-_LN = {h: math.log(r) for h, r in HYPOTHESES.items()}
 
 # ---------------------------------------------------------------------------------------------- time
 
@@ -333,6 +370,14 @@ def segment_configs_from_graph(G: Any) -> dict[str, dict[str, Any]]:
             sections[r]["lane_list"] = sorted([int(li), det] for li, det in sections[r]["lanes"].items())
         far = [r for r in names if sections[r]["dist_m"] >= MIN_EVIDENCE_DIST_M]
         upstream = sorted({str(k) for a, _, k in G.in_edges(u, keys=True) if a != v})
+        signal = _signal_of(G, str(sid)) if e.get("signalised_end") else None
+        step_s = min((float(m[2]) for m in loops.values()), default=30.0)
+        win = REF_WINDOW_STEPS
+        target = None
+        if signal is not None and signal["green"]:
+            win = max(2, min(6, round(float(signal["cycle_s"]) / step_s)))
+            gs, ge = max(signal["green"], key=lambda g: g[1] - g[0])
+            target = 0.5 * (gs + ge)  # windows end mid-green: the queue is served, vehicles pass freely
         downstream = sorted({str(k) for _, b, k in G.out_edges(v, keys=True) if b != u})
         out[str(sid)] = {
             "segment_id": str(sid),
@@ -343,11 +388,13 @@ def segment_configs_from_graph(G: Any) -> dict[str, dict[str, Any]]:
             "capacity_veh_h": float(e.get("capacity_veh_h") or lanes * SAT_FLOW_VEH_H_LANE),
             "signalised_end": bool(e.get("signalised_end")),
             "loops": loops,
-            "step_s": min((float(m[2]) for m in loops.values()), default=30.0),
+            "step_s": step_s,
             "sections": sections,
             "evidence_sections": far or names,
             "camera": camera,
-            "signal": _signal_of(G, str(sid)) if e.get("signalised_end") else None,
+            "signal": signal,
+            "ref_window_steps": win,
+            "ref_window_end_pos_s": target,
             "upstream": upstream,
             "downstream": downstream,
         }
@@ -377,10 +424,13 @@ def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "mp": [0.0] * n,
             "J": {h: [0.0] * n for h in HYPOTHESES},
             "z0": {h: [None] * n for h in HYPOTHESES},
-            "alive": [False] * n,
             "sv": [0] * n,
             "acc": 0.0,
+            "accn": 0,
             "kc": [0.0, 0.0],
+            "e": [0.0] * (2 * CONS_K + 1),
+            "er": [0.0] * (2 * CONS_K + 1),
+            "wl": [0.0, 0.0, 0],
         }
         for name in cfg["sections"]
     }
@@ -401,7 +451,21 @@ def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "susp": {},
         "flow": 0.0,
         "seq": 0,
+        "v": STATE_VERSION,
     }
+
+
+def _upgrade_state(cfg: Mapping[str, Any], state: dict[str, Any]) -> None:
+    """Add the keys of the current state version to a state saved by an older one (changelog resume)."""
+    fresh = new_segment_state(cfg)
+    for name, xs in state["x"].items():
+        for k, v in fresh["x"].get(name, {}).items():
+            xs.setdefault(k, v)
+        xs.pop("alive", None)
+    for ds in state["d"].values():
+        for k, v in _new_det().items():
+            ds.setdefault(k, v)
+    state["v"] = STATE_VERSION
 
 
 def segment_summary(cfg: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
@@ -465,7 +529,26 @@ def _restored(cfg: Mapping[str, Any], det: str, ds: dict[str, Any], now: int) ->
 
 
 def _new_det() -> dict[str, Any]:
-    return {"last": None, "sig": None, "rep": 0, "zr": 0, "F": 0.0, "O": 0.0, "fault": None, "fsince": None}
+    return {
+        "last": None,
+        "sig": None,
+        "rep": 0,
+        "zr": 0,
+        "zi": 0,
+        "nz": None,
+        "F": 0.0,
+        "O": 0.0,
+        "w": [0.0, 0.0, -1],
+        "Fj": {},
+        "Dd": 0.0,
+        "fault": None,
+        "fsince": None,
+    }
+
+
+def _zero_reset(ds: dict[str, Any]) -> None:
+    """End a loop's exact-zero run: its conservation evidence and window restart."""
+    ds["zr"], ds["zi"], ds["F"], ds["O"], ds["w"], ds["Fj"], ds["Dd"] = 0, 0, 0.0, 0.0, [0.0, 0.0, -1], {}, 0.0
 
 
 # ---------------------------------------------------------------------------------------------- update
@@ -495,6 +578,8 @@ def update_segment(
     list of dict
         Decisions (see module doc), possibly empty. Cost: O(1) per event plus O(lanes) once per step.
     """
+    if state.get("v") != STATE_VERSION:
+        _upgrade_state(cfg, state)
     ts = int(event["ts_s"]) if "ts_s" in event else parse_ts(event["ts"])
     out: list[dict[str, Any]] = []
     if state["now"] is None or ts > state["now"]:
@@ -523,6 +608,8 @@ def flush_segment(
     downstream: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Close the pending step (a reading is missing) and check silence at stream time ``now_s`` (Unix s)."""
+    if state.get("v") != STATE_VERSION:
+        _upgrade_state(cfg, state)
     now = int(now_s)
     if state["now"] is None or now > state["now"]:
         state["now"] = now
@@ -589,7 +676,6 @@ def _reset_lane(state: dict[str, Any], section: str, i: int) -> None:
     for h in HYPOTHESES:
         xs["J"][h][i] = 0.0
         xs["z0"][h][i] = None
-    xs["alive"][i] = False
 
 
 def _health(
@@ -643,7 +729,7 @@ def _health(
                 ds["zr"] += 1
                 continue
             out.append(_restored(cfg, det, ds, now))
-            ds["zr"], ds["F"], ds["O"] = 0, 0.0, 0.0
+            _zero_reset(ds)
         usable[det] = r
         if not nonzero:
             zeros.add(det)
@@ -670,10 +756,14 @@ def _step(
         totals[name] = float(sum(usable[det][0] for det in sec["lanes"].values())) if complete else None
     quiet = _max_evidence(state) < LEARN_MAX_EVIDENCE and not state["open"]
     limit = float(cfg["speed_limit_kmh"])
+    win = int(cfg.get("ref_window_steps") or REF_WINDOW_STEPS)
+    step = int(cfg["step_s"])
     for name, sec in sections.items():
         xs = state["x"][name]
         dets = {i: det for i, det in sec["lane_list"]}
         idx = [i for i, det in sec["lane_list"] if det in usable]
+        if len(idx) < len(sec["lanes"]):
+            xs["accn"] = -1  # the camera window misses a lane's count: no conservation test against it
         if len(idx) < 2:
             continue
         c = {i: int(usable[dets[i]][0]) for i in idx}
@@ -689,7 +779,6 @@ def _step(
         for i in idx:
             p = min(SHARE_MAX, (xs["n"][i] + SHARE_PRIOR_VEH / len(idx)) / (n_sum + SHARE_PRIOR_VEH))
             ci = c[i]
-            occ_i = float(usable[dets[i]][1])
             if armed or down_lanes:
                 llr = _lane_llr(xs, i, p, ci, N, armed, usable, dets, idx, limit, down_lanes)
                 slow_reading = llr.pop("_slow_reading", 0.0) > 0.0
@@ -698,29 +787,42 @@ def _step(
                     new = min(J_CAP, max(0.0, old + v))
                     if old <= 0.0 < new:
                         xs["z0"][h][i] = t - int(cfg["loops"][dets[i]][2])
-                        if h == "block":
-                            xs["alive"][i] = False
                         if h == "slow":
                             xs["sv"][i] = 0
                     xs["J"][h][i] = new
                 if slow_reading and xs["J"]["slow"][i] > 0.0:
                     xs["sv"][i] += 1
-                if xs["J"]["block"][i] > 0.0 and (ci > 0 or occ_i > 0.0):
-                    xs["alive"][i] = True
             # conservation over the loop's exact-zero run (blocked lane vs dead loop)
             ds = state["d"][dets[i]]
             if dets[i] in zeros:
                 ds["zr"] += 1
+                if N > ci:
+                    ds["zi"] = int(ds.get("zi") or 0) + 1  # an informative zero: vehicles passed the other lanes
                 pr = _dead_share(xs, ref_n, i, p)
                 o_veh = N - ci
                 ds["O"] += o_veh
-                if R is not None:  # against the reference section's total, scaled by kappa
-                    pi1 = kap / (1.0 + kap)
-                    pif = kap * (1.0 - pr) / (1.0 + kap * (1.0 - pr))
-                    ds["F"] += o_veh * math.log(pi1 / pif) + R * math.log((1.0 - pi1) / (1.0 - pif))
+                if R is None or len(idx) < len(sec["lanes"]) or not REF_CONSERVATION:
+                    ds["w"] = [0.0, 0.0, -1]
+                else:  # against the reference section's total over windows of the run (kappa: ratio)
+                    w = ds["w"]
+                    if ds["zr"] == 1:  # a window starts with the run only at a window boundary
+                        w[:] = [0.0, 0.0, 0 if _window_end(cfg, t - step) is not False else -1]
+                    if w[2] >= 0:
+                        w[0], w[1], w[2] = w[0] + o_veh, w[1] + R, int(w[2]) + 1
+                    end = _window_end(cfg, t)
+                    if end and w[2] >= 2:
+                        d = round(w[1] - w[0] / kap)
+                        if d >= -CONS_K:
+                            llr_w = _cons_llr(_cons_pmf(xs["er"], REF_PRIOR), d, w[1] * kap, pr, kap)
+                            ds["F"] += llr_w
+                            ds["Dd"] = max(0.0, float(ds.get("Dd") or 0.0) - llr_w)
+                            ds["Fj"] = {h: round(xs["J"][h][i], 3) for h in HYPOTHESES}
+                    if end or (end is None and w[2] >= win):
+                        w[:] = [0.0, 0.0, 0]
             else:
+                ds["nz"] = t
                 if ds["zr"]:
-                    ds["zr"], ds["F"], ds["O"] = 0, 0.0, 0.0
+                    _zero_reset(ds)
                 continue
             if ds["zr"] < ZERO_MIN_STEPS:
                 continue
@@ -743,6 +845,8 @@ def _step(
                 out.append(_fault(cfg, dets[i], ds, ZERO, since, now, ev))
                 _reset_lane(state, name, i)
         xs["acc"] = float(xs["acc"]) + N  # vehicles counted by the usable lanes since the last camera reading
+        if int(xs["accn"]) >= 0:
+            xs["accn"] = int(xs["accn"]) + 1
         # the previous upstream counts (for the lag of the lane ratio) and learning
         for i in idx:
             d_det = down_lanes.get(str(i))
@@ -760,11 +864,45 @@ def _step(
                 if R is not None and not any(state["d"][d]["zr"] >= 6 for d in sec["lanes"].values()):
                     xs["k"][0] = xs["k"][0] * lam + N
                     xs["k"][1] = xs["k"][1] * lam + R
+        # residual pmf of the reference total over windows of ``win`` steps (learned while quiet, no zero run)
+        wl = xs["wl"]
+        if R is None or len(idx) < len(sec["lanes"]):
+            xs["wl"] = [0.0, 0.0, 0]
+        else:
+            wl[0], wl[1], wl[2] = wl[0] + N, wl[1] + R, int(wl[2]) + 1
+            end = _window_end(cfg, t)
+            if end or (end is None and wl[2] >= win):
+                runs = any(int((state["d"].get(d) or {}).get("zr") or 0) >= 2 for d in _both_lanes(cfg, name))
+                if quiet and not runs and wl[2] >= 2:
+                    j = max(-CONS_K, min(CONS_K, round(wl[1] - wl[0] / kap))) + CONS_K
+                    xs["er"] = [v * REF_FORGET for v in xs["er"]]
+                    xs["er"][j] += 1.0
+                xs["wl"] = [0.0, 0.0, 0]
     _recovery(cfg, state, usable)
     best = max((state["x"][n]["tot"] for n in sections), default=0.0)
     state["flow"] = best * 3600.0 / float(cfg["step_s"])
     out += _decide(cfg, state, t, now, downstream)
     return out
+
+
+def _window_end(cfg: Mapping[str, Any], t: float) -> bool | None:
+    """Whether step end ``t`` (Unix s) closes a reference window: ``None`` without a signal plan (windows of
+    ``ref_window_steps`` steps from their start); else True at the step boundary nearest mid-green (once per
+    cycle when the cycle is a multiple of the step), False elsewhere."""
+    target = cfg.get("ref_window_end_pos_s")
+    sig = cfg.get("signal")
+    if target is None or not sig:
+        return None
+    cyc = float(sig["cycle_s"])
+    x = (t - float(sig["offset_s"]) - float(target)) % cyc
+    return min(x, cyc - x) < 0.5 * float(cfg["step_s"])
+
+
+def _both_lanes(cfg: Mapping[str, Any], name: str) -> list[str]:
+    """Loop ids of section ``name`` and of its reference section."""
+    secs = cfg["sections"]
+    ref = secs[name].get("ref")
+    return [*secs[name]["lanes"].values(), *(secs[ref]["lanes"].values() if ref else ())]
 
 
 def _dead_share(xs: Mapping[str, Any], ref_n: list[float] | None, i: int, p: float) -> float:
@@ -795,9 +933,16 @@ def _lane_llr(
     """
     llr = {h: 0.0 for h in HYPOTHESES}
     if armed:
+        # null: beta-binomial with the lane's learned share (its concentration capped: shares drift, platoons
+        # choose lanes together); hypotheses: binomial with the share cut to rho
+        conc = min(SHARE_CONC_MAX, sum(xs["n"][j] for j in idx) + SHARE_PRIOR_VEH)
+        a, b = p * conc, (1.0 - p) * conc
+        n_int = round(N)
+        null = math.lgamma(ci + a) + math.lgamma(n_int - ci + b) - math.lgamma(n_int + a + b)
+        null -= math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
         for h, rho in HYPOTHESES.items():
             q = rho * p
-            llr[h] += ci * _LN[h] + (N - ci) * math.log((1.0 - q) / (1.0 - p))
+            llr[h] += ci * math.log(q) + (n_int - ci) * math.log(1.0 - q) - null
     d_det = down_lanes.get(str(i))
     if d_det is not None and d_det in usable and xs["r"][i][1] >= LANE_RATIO_MIN_VEH:
         rr = xs["r"][i]
@@ -866,33 +1011,92 @@ def _cycle_prior(cfg: Mapping[str, Any], ts: int) -> tuple[int, float]:
     return b, P_QUEUE_RED
 
 
-def _camera_conservation(cfg: Mapping[str, Any], state: dict[str, Any], cam_count: int) -> None:
-    """Rule 2 against the camera: vehicles entering the zone (count) vs the section's count since then.
+def _cons_pmf(w: list[float], prior: tuple[float, ...] = CONS_PRIOR) -> list[float]:
+    """Residual pmf (support ``-CONS_K..CONS_K`` vehicles) of a reference count minus its prediction.
 
-    Learns the ratio ``kc`` of section to camera counts while quiet; adds the blocked-lane vs dead-loop
-    LLR to every loop of the section that is in an exact-zero run.
+    Learned counts ``w`` plus the ``prior`` (by |residual|, weight ``CONS_PRIOR_WEIGHT``), floored.
+    """
+    k = len(w) // 2
+    raw = [w[j] + CONS_PRIOR_WEIGHT * prior[abs(j - k)] for j in range(len(w))]
+    tot = sum(raw)
+    return [(1.0 - CONS_FLOOR) * v / tot + CONS_FLOOR / len(w) for v in raw]
+
+
+def _pmf_at(pmf: list[float], d: int) -> float:
+    """``pmf`` at residual ``d`` (vehicles); geometric tails beyond the support."""
+    k = len(pmf) // 2
+    if -k <= d <= k:
+        return pmf[d + k]
+    return pmf[0 if d < 0 else -1] * CONS_TAIL ** (abs(d) - k)
+
+
+def _cons_llr(pmf: list[float], d: int, m_true: float, pr: float, ratio: float) -> float:
+    """Blocked-lane vs dead-loop LLR (nats, capped) of a conservation residual ``d`` (vehicles).
+
+    Blocked: ``d`` follows the learned residual ``pmf``. Dead loop: the lane's ``X ~ Binomial(m_true, pr)``
+    vehicles are missing from the section's count, so ``d`` is shifted by ``X / ratio`` (``ratio`` = section
+    over reference counts).
+    """
+    m = max(0, round(m_true))
+    llr = CONS_LLR_CAP
+    # a negative residual (the reference counted fewer) favours a blocked lane no more than a zero one does:
+    # an undercounting reference must not confirm a dead loop
+    for dd in (d, 0) if d < 0 else (d,):
+        p_dead = 0.0
+        b = (1.0 - pr) ** m  # binomial pmf at x = 0, then the recurrence
+        for x in range(m + 1):
+            p_dead += b * _pmf_at(pmf, dd - round(x / ratio))
+            b *= (m - x) / (x + 1) * pr / (1.0 - pr)
+        llr = min(llr, math.log(max(_pmf_at(pmf, dd), 1e-12) / max(p_dead, 1e-12)))
+    return max(-CONS_LLR_CAP, llr)
+
+
+def _camera_conservation(cfg: Mapping[str, Any], state: dict[str, Any], cam_count: int) -> None:
+    """Rule 5 against the camera: vehicles entering the zone (count) vs the section's count over the window.
+
+    Every vehicle that enters the zone crossed the section's loops a few seconds earlier, so the residual
+    ``D = count - kc_ratio * section count`` is nearly deterministic (a vehicle between the two at either end
+    of the window). Its pmf is learned per section while quiet (``CONS_K``, prior ``CONS_PRIOR``). For a loop in
+    an exact-zero run covering the whole window: a blocked lane moved its vehicles to the other lanes, so D
+    follows the learned pmf; a dead loop loses them, so D is that pmf shifted by ``X ~ Binomial(count, p)``
+    (``p`` the lane's share). The LLR (capped at ``CONS_LLR_CAP``) is added to the loop's ``F``.
     """
     quiet = _max_evidence(state) < LEARN_MAX_EVIDENCE and not state["open"]
+    cam_steps = max(1, round(float(cfg["camera"]["interval_s"]) / float(cfg["step_s"])))
     for name, sec in cfg["sections"].items():
         xs = state["x"][name]
         n_sec = float(xs["acc"])
-        xs["acc"] = 0.0
-        if float(sec["pos_m"]) >= float(cfg["camera"]["pos_m"]):
-            continue  # the section must be upstream of the camera zone
-        kc = (xs["kc"][0] + KAPPA_PRIOR_VEH) / (xs["kc"][1] + KAPPA_PRIOR_VEH)
+        whole = int(xs.get("accn", 0)) == cam_steps
+        xs["acc"], xs["accn"] = 0.0, 0
+        if float(sec["pos_m"]) >= float(cfg["camera"]["pos_m"]) or not whole:
+            continue  # the section must be upstream of the camera zone and counted over the whole window
+        kc = (xs["kc"][0] + KAPPA_PRIOR_VEH) / (xs["kc"][1] + KAPPA_PRIOR_VEH)  # section / camera counts
+        resid = cam_count - n_sec / kc
+        pmf = _cons_pmf(xs["e"])
         n_sum = sum(xs["n"])
+        running = False
         for li, det in sec["lanes"].items():
             ds = state["d"].get(det)
-            if ds is None or ds.get("fault") is not None or int(ds.get("zr") or 0) < 1 or n_sum <= 0:
+            zr = int((ds or {}).get("zr") or 0)
+            if zr >= 2:
+                running = True
+            if ds is None or ds.get("fault") is not None or zr < cam_steps or n_sum <= 0:
                 continue
+            d = round(resid)
+            if d < -CONS_K:
+                continue  # the camera counted far fewer than the loops: it is not a reference now
             i = int(li)
             pr = min(max((xs["n"][i] + 1.0) / (n_sum + len(xs["n"])), 0.01), SHARE_MAX)
-            pi1 = kc / (1.0 + kc)
-            pif = kc * (1.0 - pr) / (1.0 + kc * (1.0 - pr))
-            ds["F"] = float(ds["F"]) + n_sec * math.log(pi1 / pif) + cam_count * math.log((1.0 - pi1) / (1.0 - pif))
-        if quiet and not any(int((state["d"].get(d) or {}).get("zr") or 0) >= 6 for d in sec["lanes"].values()):
+            llr_c = _cons_llr(pmf, d, cam_count * kc, pr, kc)
+            ds["F"] = float(ds["F"]) + llr_c
+            ds["Dd"] = max(0.0, float(ds.get("Dd") or 0.0) - llr_c)
+            ds["Fj"] = None  # set once the camera's stall term has joined the lane evidence (_camera)
+        if quiet and not running:
             xs["kc"][0] = xs["kc"][0] * CAMERA_FORGET + n_sec
             xs["kc"][1] = xs["kc"][1] * CAMERA_FORGET + cam_count
+            j = max(-CONS_K, min(CONS_K, round(resid))) + CONS_K
+            xs["e"] = [v * CAMERA_FORGET for v in xs["e"]]
+            xs["e"][j] += 1.0
 
 
 def _stop_line_state(cfg: Mapping[str, Any], state: Mapping[str, Any], ts: int) -> str:
@@ -977,9 +1181,13 @@ def _camera(
                 new = min(J_CAP, max(0.0, js[i] + llr))
                 if js[i] <= 0.0 < new:
                     xs["z0"][h][i] = ts - int(camcfg["interval_s"])
-                    if h == "block":
-                        xs["alive"][i] = False
                 js[i] = new
+    for name in cfg["evidence_sections"]:  # the lane evidence the camera's conservation term vouches for
+        xs = state["x"][name]
+        for li, det in cfg["sections"][name]["lanes"].items():
+            ds = state["d"].get(det)
+            if ds is not None and "Fj" in ds and ds["Fj"] is None:
+                ds["Fj"] = {h: round(xs["J"][h][int(li)], 3) for h in HYPOTHESES}
     out += _decide(cfg, state, ts, ts, downstream, camera_step=True)
     return out
 
@@ -1090,10 +1298,16 @@ def _decide(
         det = cfg["sections"][where]["lanes"][key]
         ds = state["d"].get(det) or _new_det()
         corr = []
-        if xs["alive"][i] and int(ds["zr"]) <= ALIVE_MAX_ZERO_STEPS:
+        z0 = xs["z0"][hyp][i]
+        nz = ds.get("nz")
+        step = int(cfg["loops"][det][2])
+        if nz is not None and z0 is not None and nz >= z0 + step and int(ds.get("zi") or 0) <= ALIVE_MAX_ZERO_STEPS:
             corr.append("loop_alive")  # counted or occupied during the episode, and not reading zeros since
-        if float(ds["F"]) >= F_CORROBORATE:
+        died = float(ds.get("Dd") or 0.0) >= DIED_SINCE  # recent readings say dead: older ones do not count
+        if float(ds["F"]) >= F_CORROBORATE and not died:
             corr.append("flow_conserved")
+        elif hyp != "slow" and not died and float(ds["F"]) + CAMERA_NOT_DEAD_WEIGHT * C >= FC_CORROBORATE:
+            corr.append("flow_conserved_camera")  # conservation and a stalled vehicle together
         if C >= C_CORROBORATE:
             corr.append("camera_stall")
         elif C >= C_HINT and hyp != "slow":
@@ -1103,7 +1317,7 @@ def _decide(
         if hyp == "slow" and "slow_vehicles" not in corr:
             continue  # a slowdown needs slow vehicles; starvation alone is the other hypotheses' job
         # flow conservation rules out a dead loop but is what normal traffic does too: not a confirmation
-        not_dead = [c for c in corr if c != "camera_hint"]
+        not_dead = [c for c in corr if c not in ("camera_hint", "camera_stall")]
         strong = [c for c in corr if c in ("camera_stall", "camera_hint", "slow_vehicles")]
         if not not_dead and REQUIRE_NOT_DEAD:
             # exact zeros only: a blocked lane or a dead loop; say so once, wait for conservation to decide
@@ -1125,6 +1339,12 @@ def _decide(
                     }
                 )
             continue
+        if REQUIRE_NOT_DEAD and not any(c in not_dead for c in ("loop_alive", "slow_vehicles")):
+            # conservation only covers the run up to its latest reference reading: a loop that died since then
+            # (after a lull) adds evidence it cannot vouch for
+            e = min(e, float((ds.get("Fj") or {}).get(hyp, 0.0)))
+            if e < H_FAST + extra:
+                continue
         if e < H_RAISE + extra and not strong:
             continue  # below the threshold, only independent corroboration confirms early
         rules = {
