@@ -244,19 +244,22 @@ def timeline(path: Path, truth: Path, alarms: Path, normal_alarms: Path) -> None
     al = [json.loads(x) for x in alarms.read_text().splitlines() if x.strip()]
     na = [json.loads(x) for x in normal_alarms.read_text().splitlines() if x.strip()]
     fig, ax = plt.subplots(figsize=(10, 3.2))
+    base = min(t(x["start_ts"]) for x in incs).replace(minute=0, second=0)
+
+    def minutes(ts: str) -> float:
+        return (t(ts) - base).total_seconds() / 60
+
     for i, inc in enumerate(incs):
-        ax.barh(
-            i,
-            (t(inc["end_ts"]) - t(inc["start_ts"])).total_seconds() / 60,
-            left=t(inc["start_ts"]).timestamp() / 60 % 1440 / 60,
-            height=0.5,
-            color="#fdae6b",
-        )
-        hits = [a for a in al if a["segment_id"] == inc["segment_id"]]
-        for a in hits:
-            ax.plot(t(a["ts"]).timestamp() / 3600 % 24, i, "kv")
+        start, end = minutes(inc["start_ts"]), minutes(inc["end_ts"])
+        ax.barh(i, end - start, left=start, height=0.5, color="#fdae6b")
+        for a in (a for a in al if a["segment_id"] == inc["segment_id"]):
+            ax.plot(minutes(a["ts"]), i, "kv")
+    for a in na:
+        ax.axvline(minutes(a["ts"]), color="#d73027", lw=1, ls=":")
     ax.set_yticks(range(len(incs)), [f"{x['incident_id']} {x['segment_id']}" for x in incs])
-    ax.set_xlabel("time of day, h (UTC) — bars: true incident, triangles: citybrain alarms")
+    ax.set_xlabel(
+        f"minutes after {base:%H:%M} UTC — bars: true incidents, triangles: citybrain alarms, dotted: normal-run alarms"
+    )
     ax.set_title(f"incident timeline (normal run: {len(na)} alarm(s))")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
