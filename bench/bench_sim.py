@@ -37,7 +37,7 @@ import roadnet  # noqa: E402
 from sensors_sim import Simulator  # noqa: E402
 from sensors_sim.events import event_bytes  # noqa: E402
 
-HANGZHOU = Path("/work/shared/data/hangzhou/geo_roadnet_cbengine/hangzhou.txt")
+HANGZHOU = Path(__file__).resolve().parents[2] / "shared/data/hangzhou/geo_roadnet_cbengine/hangzhou.txt"
 START = datetime(2025, 1, 6, 7, 30, tzinfo=UTC)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -44,10 +45,10 @@ from roadnet import load_trafficnet  # noqa: E402
 from streams.records import format_ts, validate_event  # noqa: E402
 from streams.windowing import window_end  # noqa: E402
 
-SHARED = Path("/work/shared/eval/sumo")
+SHARED = ROOT.parent / "shared" / "eval" / "sumo"
 DEFAULT_NETWORK = SHARED / "scenario" / "network.json"
 DEFAULT_SCORER = SHARED / "score_states.py"
-DEFAULT_SUMO_PY = Path("/work/sumo-venv/bin/python")
+DEFAULT_SUMO_PY = Path(os.environ.get("SUMO_PY", "python3"))
 WINDOW_S = 60
 
 

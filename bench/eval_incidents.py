@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -56,12 +57,12 @@ from models.incidents import (  # noqa: E402
 )
 from roadnet import load_trafficnet  # noqa: E402
 
-SHARED = Path("/work/shared/eval/sumo")
+SHARED = ROOT.parent / "shared" / "eval" / "sumo"
 DEFAULT_NETWORK = SHARED / "scenario" / "network.json"
-DEFAULT_SUMO_PY = Path("/work/sumo-venv/bin/python")
+DEFAULT_SUMO_PY = Path(os.environ.get("SUMO_PY", "python3"))
 DEFAULT_RUNS = ROOT / "sumo_out"
 DEFAULT_OUT = ROOT / "sumo_out" / "bench_incidents"
-MNDOT = Path("/work/shared/data/loops/mndot_nab_realtraffic")
+MNDOT = ROOT.parent / "shared" / "data" / "loops" / "mndot_nab_realtraffic"
 FAULT_KINDS = ("silent", "stuck", "zero")
 
 

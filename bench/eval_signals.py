@@ -16,14 +16,14 @@ at other cycles, e.g. citybrain's). Every signal starts aligned and keeps one cy
 aligned too.
 
 Hangzhou (``--hangzhou``, no SUMO): for each of the real intersections in
-``/work/shared/data/hangzhou/intersections_1x1_cityflow/*/`` the hour's turning counts (from ``flow.json``
+``../shared/data/hangzhou/intersections_1x1_cityflow/*/`` the hour's turning counts (from ``flow.json``
 routes) are the demand; the site's template plan (``signal_plan_template.txt``: the CityFlow phase shown each
 second) and the citybrain plan (the subset of the CityFlow phases that serves every movement with the lowest
 delay, Webster greens under the same constraints) are scored with the same HCM model
 (:func:`models.signals.interval_delay`).
 
-Environment: ``SUMO_PY`` (default /work/sumo-venv/bin/python), ``SUMO_OUT`` (default ./sumo_out, made
-absolute), ``SUMO_HARNESS`` (the harness folder, default /work/shared/eval/sumo). Runs go one at a time.
+Environment: ``SUMO_PY`` (default python3), ``SUMO_OUT`` (default ./sumo_out, made
+absolute), ``SUMO_HARNESS`` (the harness folder, default ../shared/eval/sumo). Runs go one at a time.
 
 Run::
 
@@ -67,9 +67,9 @@ from models.signals import (  # noqa: E402
     webster_plan,
 )
 
-SHARED = Path(os.environ.get("SUMO_HARNESS", "/work/shared/eval/sumo"))
-HANGZHOU = Path("/work/shared/data/hangzhou/intersections_1x1_cityflow")
-SUMO_PY = Path(os.environ.get("SUMO_PY", "/work/sumo-venv/bin/python"))
+SHARED = Path(os.environ.get("SUMO_HARNESS", str(ROOT.parent / "shared" / "eval" / "sumo")))
+HANGZHOU = ROOT.parent / "shared" / "data" / "hangzhou" / "intersections_1x1_cityflow"
+SUMO_PY = Path(os.environ.get("SUMO_PY", "python3"))
 SUMO_OUT = Path(os.environ.get("SUMO_OUT", str(ROOT / "sumo_out"))).resolve()
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 CITYBRAIN = ROOT / ".venv" / "bin" / "citybrain"

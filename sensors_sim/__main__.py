@@ -2,7 +2,7 @@
 
 ::
 
-    .venv/bin/python -m sensors_sim --network /work/shared/eval/sumo/scenario/network.json \\
+    .venv/bin/python -m sensors_sim --network ../shared/eval/sumo/scenario/network.json \\
         --scenario sensors_sim/scenarios/sumo_grid.json --start 2025-01-06T07:00:00Z --duration-s 3600 \\
         --out-dir out/sim
 

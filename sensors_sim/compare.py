@@ -2,7 +2,7 @@
 
 ::
 
-    .venv/bin/python -m sensors_sim.compare --network /work/shared/eval/sumo/scenario/network.json \\
+    .venv/bin/python -m sensors_sim.compare --network ../shared/eval/sumo/scenario/network.json \\
         --a sumo=sumo_out/normal --b sensors_sim=out/sim \\
         --group corridor_E=A2B2,B2C2,C2D2,D2E2 --group corridor_W=E2D2,D2C2,C2B2,B2A2
 

@@ -2,7 +2,7 @@
 
 Each device accumulates what it would see every model step (:meth:`DeviceBank.observe`) and, at the end of
 its interval, turns that into one device-schema-v1 event (:meth:`DeviceBank.emit`), the JSON of the SUMO
-harness (``/work/shared/eval/sumo/README.md``, "Event stream"). A device reads the cell that contains it:
+harness (``../shared/eval/sumo/README.md``, "Event stream"). A device reads the cell that contains it:
 
 - **Loops.** The vehicles crossing the loop are the outflow of its cell, split over the lanes: equally on
   the link (blocked lanes excepted, see below), and at the last cell of a segment, where the stop-line loop

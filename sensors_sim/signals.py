@@ -7,7 +7,7 @@ duration. An approach segment has green during the phases of kind ``green`` that
 looked up per whole second of the cycle.
 
 New plans (:meth:`SignalBank.set_plan`) take the closed-loop harness's form
-(``/work/shared/eval/sumo/README.md``): ``{"green_s": [g0, g1, ...]}`` or
+(``../shared/eval/sumo/README.md``): ``{"green_s": [g0, g1, ...]}`` or
 ``{"cycle_s": C, "splits": [f0, f1, ...]}``, one value per ``green`` phase in phase order; yellow and red
 phases keep their durations. Greens shorter than ``MIN_GREEN_S`` and cycles longer than ``MAX_CYCLE_S`` are
 clipped (and counted in :attr:`SignalBank.warnings`), durations are rounded to whole seconds. A new plan is

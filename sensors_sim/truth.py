@@ -1,4 +1,4 @@
-"""Ground truth of a run, in the SUMO harness's formats (``/work/shared/eval/sumo/README.md``, "Schemas").
+"""Ground truth of a run, in the SUMO harness's formats (``../shared/eval/sumo/README.md``, "Schemas").
 
 - :class:`GroundTruth`: per segment per minute (``ground_truth_edges.jsonl``), integrated exactly from the
   model's cells every step:

@@ -17,7 +17,7 @@ from sensors_sim.testing import corridor_graph, tiny_graph
 
 START = datetime(2025, 1, 6, 7, 30, tzinfo=UTC)
 T0 = START.timestamp()
-SUMO_NET = Path("/work/shared/eval/sumo/scenario/network.json")
+SUMO_NET = Path(__file__).resolve().parents[2].parent / "shared/eval/sumo/scenario/network.json"
 QUIET: dict[str, Any] = {"spread": 0.0, "noise_sigma": 0.0, "exit_share": 0.0, "interior_veh_h_per_lane_km": 0.0}
 
 

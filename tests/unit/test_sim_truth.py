@@ -21,7 +21,7 @@ from sensors_sim.truth import GroundTruth, los
 
 START = datetime(2025, 1, 6, 7, 0, tzinfo=UTC)
 T0 = START.timestamp()
-HARNESS = Path("/work/shared/eval/sumo")
+HARNESS = Path(__file__).resolve().parents[2].parent / "shared/eval/sumo"
 GT_SAMPLE = HARNESS / "samples/ground_truth_normal_sample.jsonl"
 INC_SAMPLE = HARNESS / "samples/incidents_truth.json"
 GT_KEYS = [
