@@ -19,6 +19,7 @@ is written to the table once per batch, not once per event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -164,13 +165,24 @@ def register(pipe: Pipeline) -> None:
             out.append((rec, alerts, cw.closed_by))
         return out
 
-    async def emit(results: list[tuple[SegmentState, list[Alert], str]]) -> None:
+    async def emit(results: list[tuple[SegmentState, list[Alert], str]]) -> list[Any]:
+        """Send the states (and their alerts); return the delivery futures."""
+        futs = []
         for rec, alerts, closed_by in results:
-            await topics.segment_state.send(key=rec.segment_id, value=rec)
+            futs.append(await topics.segment_state.send(key=rec.segment_id, value=rec))
             for alert in alerts:
-                await alerts_topic.send(key=alert.subject, value=alert)
+                futs.append(await alerts_topic.send(key=alert.subject, value=alert))
             pipe.latest_states[rec.segment_id] = rec.asdict()
             metrics.windows.labels(closed_by).inc()
+        return futs
+
+    async def commit_states(writes: list[tuple[bytes, dict[str, Any]]], futs: list[Any]) -> None:
+        """Write the segment states to the table only once Kafka has acknowledged what they emitted: a crash in
+        between re-emits a window (same id) after recovery instead of recording it as emitted and losing it."""
+        if futs:
+            await asyncio.gather(*futs)
+        for key, state in writes:
+            table[key] = state
 
     async def reject(reason: str, raw: bytes) -> None:
         metrics.rejected.labels(reason).inc()
@@ -289,11 +301,13 @@ def register(pipe: Pipeline) -> None:
         decisions = flush_segment(cfg, state["inc"], pt)
         return to_alerts(decisions, state) if decisions else []
 
-    async def send_alerts(alerts: list[Alert]) -> None:
+    async def send_alerts(alerts: list[Alert]) -> list[Any]:
+        futs = []
         for alert in alerts:
-            await alerts_topic.send(key=alert.subject, value=alert)
+            futs.append(await alerts_topic.send(key=alert.subject, value=alert))
             if alert.type.startswith("incident."):
-                await incidents_topic.send(key=alert.subject, value=orjson.dumps(alert.data))
+                futs.append(await incidents_topic.send(key=alert.subject, value=orjson.dumps(alert.data)))
+        return futs
 
     @app.agent(topics.events, name="segment-windows")
     async def segment_windows(stream: Any) -> None:
@@ -306,6 +320,8 @@ def register(pipe: Pipeline) -> None:
                 key = ev["segment_id"].encode()
                 table.source_partition[key] = event.message.partition
                 by_segment[key].append((ev, raw))
+            writes: list[tuple[bytes, dict[str, Any]]] = []
+            futs: list[Any] = []
             for key, items in by_segment.items():
                 state = table.get(key) or new_state()
                 incident_alerts: list[Alert] = []
@@ -329,10 +345,11 @@ def register(pipe: Pipeline) -> None:
                 if not changed:
                     continue
                 results = close(state, key, idle=False)
-                table[key] = state
                 last_seen[key] = last_reading[key] = time.monotonic()
-                await emit(results)
-                await send_alerts(incident_alerts)
+                futs += await emit(results)
+                futs += await send_alerts(incident_alerts)
+                writes.append((key, state))
+            await commit_states(writes, futs)
 
     @app.timer(w.flush_interval_s, name="window-idle-flush")
     async def window_idle_flush() -> None:
@@ -367,9 +384,7 @@ def register(pipe: Pipeline) -> None:
             results = close(state, key, idle=True, idle_until=horizon)
             flushed = detect_flush(state, key.decode())
             if results or flushed:
-                table[key] = state
-                await emit(results)
-                await send_alerts(flushed)
+                await commit_states([(key, state)], await emit(results) + await send_alerts(flushed))
             if not state["open"]:
                 last_seen.pop(key, None)
         if now - last_fill[0] >= FILL_EVERY_S:
@@ -438,7 +453,6 @@ def register(pipe: Pipeline) -> None:
                 state["closed"] = end
                 end += w.size_s
             if results:
-                table[key] = state
-                await emit(results)
+                await commit_states([(key, state)], await emit(results))
 
     pipe.tables["segment-windows"] = table
