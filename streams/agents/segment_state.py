@@ -328,24 +328,29 @@ def register(pipe: Pipeline) -> None:
                 changed = False
                 for ev, raw in items:
                     reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
+                    if reason != "clock_skew":
+                        # the stream is flowing (redeliveries after a restart too): track its time and liveness
+                        last_reading[key] = time.monotonic()
+                        if not stream_time or ev["ts_s"] > stream_time[0]:
+                            stream_time[:] = [float(ev["ts_s"])]
+                        pk = table.source_partition.get(key, -1)
+                        if ev["ts_s"] > part_time.get(pk, -math.inf):
+                            part_time[pk] = float(ev["ts_s"])
                     if reason is not None:
                         await reject(reason, raw)
                         continue
                     changed = True
-                    if not stream_time or ev["ts_s"] > stream_time[0]:
-                        stream_time[:] = [float(ev["ts_s"])]
-                    pk = table.source_partition.get(key, -1)
-                    if ev["ts_s"] > part_time.get(pk, -math.inf):
-                        part_time[pk] = float(ev["ts_s"])
                     metrics.applied.labels(ev["type"]).inc()
                     incident_alerts.extend(detect(state, key.decode(), ev))
                     received = ev.get("received_at")
                     if isinstance(received, int | float):
                         metrics.latency.observe(max(0.0, time.time() - received))
                 if not changed:
+                    if state.get("open"):
+                        last_seen.setdefault(key, time.monotonic())  # recovered open windows get closed too
                     continue
                 results = close(state, key, idle=False)
-                last_seen[key] = last_reading[key] = time.monotonic()
+                last_seen[key] = time.monotonic()
                 futs += await emit(results)
                 futs += await send_alerts(incident_alerts)
                 writes.append((key, state))
