@@ -23,7 +23,6 @@ index>``, so they match the engine's lane ids. Detectors: the default layout (:m
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping
@@ -42,35 +41,13 @@ from roadnet.layout import (
     polyline_length,
     tls_record,
 )
+from roadnet.trafficnet import _Reader as _TrafficNetReader
 
 _TURN_OF = {"go_straight": "s", "turn_left": "l", "turn_right": "r"}
 
 
-class _Reader:
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def error(self, where: str, msg: str) -> RoadnetError:
-        return RoadnetError(f"{self.label}: {where}: {msg}")
-
-    def get(self, rec: Any, key: str, where: str) -> Any:
-        if not isinstance(rec, Mapping):
-            raise self.error(where, f"must be an object, got {type(rec).__name__}")
-        if key not in rec:
-            raise self.error(where, f"missing key {key!r}")
-        return rec[key]
-
-    def num(self, rec: Any, key: str, where: str) -> float:
-        val = self.get(rec, key, where)
-        if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val):
-            raise self.error(where, f"{key} must be a number, got {val!r}")
-        return float(val)
-
-    def seq(self, rec: Any, key: str, where: str) -> list[Any]:
-        val = self.get(rec, key, where)
-        if not isinstance(val, list):
-            raise self.error(where, f"{key} must be a list, got {type(val).__name__}")
-        return val
+class _Reader(_TrafficNetReader):
+    """The traffic-net reader, with CityFlow's ids (strings or integers) and points."""
 
     def text(self, rec: Any, key: str, where: str) -> str:
         val = self.get(rec, key, where)

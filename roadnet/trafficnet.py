@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ class _Reader:
 
     def num(self, rec: Any, key: str, where: str) -> float:
         val = self.get(rec, key, where)
-        if isinstance(val, bool) or not isinstance(val, int | float):
+        if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val):
             raise self.error(where, f"{key} must be a number, got {val!r}")
         return float(val)
 
