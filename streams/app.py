@@ -145,7 +145,7 @@ def build_app(
         devices=device_index(graph),
         segments=segment_index(graph),
     )
-    from streams import console_web, web
+    from streams import console_web, lag, web
     from streams.agents import city, ingest, segment_state, signals, webhooks
 
     ingest.register(pipe)
@@ -155,4 +155,5 @@ def build_app(
     console_web.register(pipe)
     city.register(pipe)
     signals.register(pipe)
+    lag.register(pipe)
     return pipe

@@ -66,6 +66,7 @@ class WorkerMetrics:
     open_windows: Gauge
     device_faults: Counter
     incidents: Counter
+    consumer_lag: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -107,6 +108,12 @@ class WorkerMetrics:
                 "citybrain_incidents",
                 "Incident lifecycle events, by stage (new, cleared)",
                 ["stage"],
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "citybrain_consumer_lag_messages",
+                "Messages on this worker's assigned partitions not yet committed (highwater - committed), by topic",
+                ["topic"],
                 registry=registry,
             ),
         )
