@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -80,7 +81,12 @@ class MqttBridge:
     # -- paho side (network thread) ---------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
-            log.error("MQTT connect refused: %s", rc)
+            log.error(
+                "MQTT connect refused by %s:%s: %s (check mqtt.username / mqtt.password); retrying with backoff",
+                self.mqtt_host,
+                self.mqtt_port,
+                rc,
+            )
             return
         qos = self.settings.mqtt.qos
         client.subscribe([(self._prefix + "loop/+", qos), (self._prefix + "camera/+", qos)])
@@ -97,6 +103,15 @@ class MqttBridge:
         self._connected.clear()
         if not self._stop.is_set():
             log.warning("MQTT disconnected (%s); paho reconnects with backoff", rc)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` around (re)connecting and swallows the error: log it,
+        # or a TLS or network failure is a silent retry loop.
+        exc = sys.exc_info()[1]
+        hint = " (check mqtt.tls_ca_file / mqtt.host)" if isinstance(exc, ssl.SSLError) else ""
+        log.error(
+            "MQTT connection to %s:%s failed: %s%s; retrying with backoff", self.mqtt_host, self.mqtt_port, exc, hint
+        )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         item = _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time())
@@ -123,6 +138,7 @@ class MqttBridge:
             client.tls_insecure_set(m.tls_insecure)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(100)
