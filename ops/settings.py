@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -158,6 +158,27 @@ class WindowSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The control-centre console. Without ``tile_url`` the map is drawn from the graph alone (no internet needed)."""
+
+    model_config = _FROZEN
+    tile_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#{}]+/",
+        description="optional base-map raster tiles, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; "
+        "needs lon/lat geometry in the network",
+    )
+    tile_attribution: str = Field("", max_length=300, description="attribution shown on the map (plain text)")
+    tile_max_zoom: int = Field(19, ge=0, le=24, description="highest zoom level the tile server has")
+
+    @field_validator("tile_url")
+    @classmethod
+    def _placeholders(cls, v: str | None) -> str | None:
+        if v is not None and not all(p in v for p in ("{z}", "{x}", "{y}")):
+            raise ValueError("tile_url must contain {z}, {x} and {y}")
+        return v
+
+
 class Settings(BaseSettings):
     """Every setting citybrain reads. Frozen: build a new one to change anything."""
 
@@ -187,6 +208,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     signals: SignalSettings = SignalSettings()  # type: ignore[call-arg]
     console_history_s: float = Field(3600.0, gt=0, description="how far back the console view reads on start")
+    console: ConsoleSettings = ConsoleSettings()  # type: ignore[call-arg]
 
     @classmethod
     def settings_customise_sources(

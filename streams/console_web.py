@@ -4,6 +4,7 @@ Routes (JSON unless said; the OpenAPI document is at ``/api/openapi.json``):
 
 - ``GET /`` → the console (``/console/``: static assets from ``ops/console``, no CDN).
 - ``GET /api/network`` → the road graph for drawing: segments with geometry, intersections.
+- ``GET /api/console/config`` → console options: the optional base-map tile layer (``console.tile_url``).
 - ``GET /api/snapshot`` → segments, incidents, device faults, recommendations, city summaries.
 - ``GET /api/stream`` → Server-Sent Events: ``segment``, ``incident``, ``device_fault``, ``recommendation``,
   ``summary``, ``resync``.
@@ -13,6 +14,9 @@ Routes (JSON unless said; the OpenAPI document is at ``/api/openapi.json``):
 Authentication: with ``auth.users`` configured, every ``/api`` route needs ``Authorization: Bearer <token>``
 (or ``?token=`` for EventSource, which cannot set headers); viewers read, operators also act. The operator
 name recorded with an action is the authenticated user's (or the body's ``operator`` when auth is off).
+
+The console page carries a Content-Security-Policy allowing only its own origin, plus the tile server's origin in
+``img-src`` when a base-map tile URL is configured: without one the console makes no external request at all.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import networkx as nx
 import orjson
@@ -33,6 +38,8 @@ from aiohttp import web
 
 from models.greenwave import plan_green_wave
 from models.indicators import current_travel_times_s, route_travel_time
+from ops.settings import ConsoleSettings
+from roadnet.geojson import graph_projection
 from streams.console_view import OutputView
 
 if TYPE_CHECKING:
@@ -45,9 +52,40 @@ ACTIONS = {
 }
 
 
+def console_config(c: ConsoleSettings) -> dict[str, Any]:
+    """What the console page needs from the settings (``tiles`` is null without a tile URL)."""
+    tiles = None
+    if c.tile_url:
+        tiles = {"url": c.tile_url, "attribution": c.tile_attribution, "max_zoom": c.tile_max_zoom}
+    return {"tiles": tiles}
+
+
+def content_security_policy(c: ConsoleSettings) -> str:
+    """The console's CSP: its own origin only; the tile server's origin in ``img-src`` when tiles are on."""
+    img = "'self' data:"
+    if c.tile_url:
+        u = urlsplit(c.tile_url)
+        img += f" {u.scheme}://{u.netloc}"
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        f"img-src {img}; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
 def network_payload(pipe: Pipeline) -> dict[str, Any]:
-    """Segments (geometry in local metres and lon/lat when known) and intersections, for the map."""
+    """Segments (geometry in local metres and lon/lat when known) and intersections, for the map.
+
+    Lon/lat are derived from the graph's geo-reference (``source_meta.geo_reference``) when the edges do not carry
+    them, so a base map can be laid under any geo-referenced network.
+    """
     g = pipe.graph
+    proj = graph_projection(g)
+
+    def lonlat(xy: list[list[float]] | None) -> list[list[float]] | None:
+        if proj is None or not xy:
+            return None
+        return [[round(c, 7) for c in proj.to_lonlat(x, y)] for x, y in xy]
+
     segs = []
     for u, v, k, d in g.edges(keys=True, data=True):
         segs.append(
@@ -59,7 +97,7 @@ def network_payload(pipe: Pipeline) -> dict[str, Any]:
                 "length_m": d["length_m"],
                 "speed_limit_kmh": d["speed_limit_kmh"],
                 "geometry_xy_m": d.get("geometry_xy_m"),
-                "geometry_lonlat": d.get("geometry_lonlat"),
+                "geometry_lonlat": d.get("geometry_lonlat") or lonlat(d.get("geometry_xy_m")),
                 "detector_ids": d.get("detector_ids", []),
             }
         )
@@ -121,8 +159,15 @@ def register(pipe: Pipeline) -> OutputView:
     async def index(_: web.Request) -> web.Response:
         raise web.HTTPFound("/console/")
 
+    csp = content_security_policy(pipe.settings.console)
+
     async def console_index(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(ASSETS / "index.html")
+        return web.FileResponse(
+            ASSETS / "index.html", headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"}
+        )
+
+    async def config(_: web.Request) -> web.Response:
+        return web.json_response(console_config(pipe.settings.console))
 
     async def network(_: web.Request) -> web.Response:
         return web.json_response(network_payload(pipe), dumps=lambda o: orjson.dumps(o).decode())
@@ -218,6 +263,7 @@ def register(pipe: Pipeline) -> OutputView:
     web_app.router.add_get("/console/", console_index)
     web_app.router.add_static("/console/assets/", ASSETS)
     web_app.router.add_get("/api/network", network)
+    web_app.router.add_get("/api/console/config", config)
     web_app.router.add_get("/api/snapshot", snapshot)
     web_app.router.add_get("/api/stream", stream)
     web_app.router.add_post("/api/{kind:incidents|recommendations}/{id}/{action}", act)
@@ -265,6 +311,7 @@ OPENAPI: dict[str, Any] = {
         "/api/segments": {"get": _op("Latest segment states owned by this worker")},
         "/api/segments/{segment_id}": {"get": _op("One segment's latest state", params=["segment_id"])},
         "/api/network": {"get": _op("Road graph for drawing")},
+        "/api/console/config": {"get": _op("Console options: the optional base-map tile layer")},
         "/api/snapshot": {
             "get": _op("Whole-city view: segments, incidents, device faults, recommendations, summaries")
         },

@@ -7,7 +7,7 @@ if (params.get("token")) localStorage.setItem("citybrain.token", token);
 const authHeaders = token ? { Authorization: "Bearer " + token } : {};
 const $ = (id) => document.getElementById(id);
 const svgNS = "http://www.w3.org/2000/svg";
-const state = { segments: {}, incidents: {}, recs: {}, faults: {}, summaries: [], paths: {}, net: null, selected: null };
+const state = { segments: {}, incidents: {}, recs: {}, faults: {}, summaries: [], paths: {}, net: null, selected: null, tiles: null };
 let view = { x: 0, y: 0, w: 1, h: 1 }, home = null;
 
 $("operator").value = localStorage.getItem("citybrain.operator") || "";
@@ -30,6 +30,15 @@ function age(ts) {
 }
 
 // ---- map ------------------------------------------------------------------------------------------
+const R_MERC = 6378137, HALF = Math.PI * R_MERC; // Web Mercator (EPSG:3857) metres, the tile grid's plane
+
+function mercator(net) {
+  // with a base map: every segment in Web Mercator metres (y up), or null when the network has no lon/lat
+  if (!net.segments.every((s) => (s.geometry_lonlat || []).length >= 2)) return null;
+  return (s) => s.geometry_lonlat.map(([lon, lat]) => [
+    (lon * Math.PI / 180) * R_MERC, Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI / 180) / 2)) * R_MERC]);
+}
+
 function project(net) {
   // local metres when present, else an equirectangular projection of lon/lat (metres, y up)
   const geo = net.segments.some((s) => !s.geometry_xy_m && s.geometry_lonlat);
@@ -54,7 +63,19 @@ function offsetLine(pts, d) {
 function drawNetwork(net) {
   const svg = $("map");
   svg.innerHTML = "";
-  const geom = project(net);
+  // the base map only when configured and the network is geo-referenced; otherwise no request leaves the page
+  const merc = state.tiles ? mercator(net) : null;
+  const geom = merc || project(net);
+  if (merc) {
+    const tg = document.createElementNS(svgNS, "g");
+    tg.id = "tiles";
+    svg.appendChild(tg);
+    const a = $("attribution");
+    a.textContent = state.tiles.attribution || "";
+    a.hidden = !state.tiles.attribution;
+  } else if (state.tiles) {
+    console.warn("base map configured but the network has no lon/lat: drawn without tiles");
+  }
   let xs = [], ys = [];
   const lines = net.segments.map((s) => {
     const pts = geom(s);
@@ -92,6 +113,48 @@ function drawNetwork(net) {
 function setView(v) {
   view = { ...v };
   $("map").setAttribute("viewBox", `${view.x} ${view.y} ${view.w} ${view.h}`);
+  scheduleTiles();
+}
+
+let tilesPending = false;
+function scheduleTiles() {
+  if (tilesPending || !$("tiles")) return;
+  tilesPending = true;
+  requestAnimationFrame(() => { tilesPending = false; drawTiles(); });
+}
+
+function drawTiles() {
+  // XYZ raster tiles under the segments: map x = Mercator x, map y = -Mercator y (the SVG's y runs down)
+  const tg = $("tiles"), svg = $("map");
+  if (!tg) return;
+  const r = svg.getBoundingClientRect();
+  if (!r.width || !r.height) return;
+  const k = Math.min(r.width / view.w, r.height / view.h); // px per map metre (viewBox "meet")
+  const vw = r.width / k, vh = r.height / k, x0 = view.x - (vw - view.w) / 2, y0 = view.y - (vh - view.h) / 2;
+  const maxZ = Math.max(0, Math.min(24, Number(state.tiles.max_zoom ?? 19)));
+  const z = Math.max(0, Math.min(maxZ, Math.round(Math.log2((2 * HALF * k) / 256))));
+  const n = 2 ** z, size = (2 * HALF) / n;
+  const clamp = (i) => Math.max(0, Math.min(n - 1, i));
+  const tx0 = clamp(Math.floor((x0 + HALF) / size)), tx1 = clamp(Math.floor((x0 + vw + HALF) / size));
+  const ty0 = clamp(Math.floor((y0 + HALF) / size)), ty1 = clamp(Math.floor((y0 + vh + HALF) / size));
+  if ((tx1 - tx0 + 1) * (ty1 - ty0 + 1) > 150) return; // never flood the tile server
+  const want = new Set();
+  for (let tx = tx0; tx <= tx1; tx++) {
+    for (let ty = ty0; ty <= ty1; ty++) {
+      const key = `${z}/${tx}/${ty}`;
+      want.add(key);
+      if (tg.querySelector(`image[data-tile="${key}"]`)) continue;
+      const img = document.createElementNS(svgNS, "image");
+      img.setAttribute("href", state.tiles.url.replace("{z}", z).replace("{x}", tx).replace("{y}", ty));
+      img.setAttribute("x", -HALF + tx * size); img.setAttribute("y", -HALF + ty * size);
+      // a hair wider so no seams show between neighbours
+      img.setAttribute("width", size * 1.002); img.setAttribute("height", size * 1.002);
+      img.setAttribute("preserveAspectRatio", "none");
+      img.dataset.tile = key;
+      tg.appendChild(img);
+    }
+  }
+  for (const img of [...tg.querySelectorAll("image")]) if (!want.has(img.dataset.tile)) img.remove();
 }
 
 function enableZoomPan() {
@@ -112,6 +175,7 @@ function enableZoomPan() {
   });
   svg.addEventListener("click", () => { $("detail").hidden = true; state.selected = null; document.querySelectorAll("path.selected").forEach((p) => p.classList.remove("selected")); });
   $("fit").addEventListener("click", () => home && setView(home));
+  window.addEventListener("resize", scheduleTiles);
 }
 
 function paintSegment(rec) {
@@ -271,6 +335,7 @@ function connect() {
 }
 
 async function main() {
+  state.tiles = (await api("/api/console/config").catch(() => ({}))).tiles || null;
   state.net = await api("/api/network");
   $("city").textContent = state.net.name || "";
   drawNetwork(state.net);
@@ -280,4 +345,4 @@ async function main() {
   setInterval(() => { $("clock").textContent = new Date().toISOString().slice(11, 19) + " UTC"; renderSummary(); }, 1000);
 }
 
-main().catch((e) => { document.body.insertAdjacentHTML("afterbegin", `<p style="color:#f66">console failed to start: ${esc(e.message)}</p>`); });
+main().catch((e) => { document.body.insertAdjacentHTML("afterbegin", `<p class="fatal">console failed to start: ${esc(e.message)}</p>`); });
