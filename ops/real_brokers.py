@@ -1,9 +1,10 @@
 """The production brokers, run as subprocesses on free loopback ports for CI's "real-engine" suite.
 
 - :class:`ApacheKafkaBroker` — Apache Kafka 4.x, single-node KRaft (broker and controller in one JVM),
-  from the jars that ``ops/kafka/pom.xml`` lists, fetched once by :func:`ensure_kafka_jars`.
-- :class:`MosquittoBroker` — Eclipse mosquitto from Debian's ``mosquitto`` package, anonymous, no
-  persistence.
+  from the jars that ``ops/kafka/pom.xml`` lists, fetched once by :func:`ensure_kafka_jars`; optionally with a
+  SASL/PLAIN listener; restartable (``stop()`` then ``start()`` keeps its data).
+- :class:`MosquittoBroker` — Eclipse mosquitto from Debian's ``mosquitto`` package: anonymous and without
+  persistence by default; optionally persistent, with a password file, with a TLS listener.
 
 Both follow :class:`ops.brokers.EmbeddedBroker` like the embedded ``TansuBroker``/``AmqttBroker`` they
 stand in for: ``start()`` returns once the broker serves clients, ``stop()`` sends SIGTERM then SIGKILL,
@@ -168,6 +169,13 @@ class ApacheKafkaBroker(EmbeddedBroker):
         Extra or overriding ``server.properties`` entries.
     heap
         The JVM's maximum heap, as for ``-Xmx``.
+    sasl_users
+        If given, ``port`` is a ``SASL_PLAINTEXT`` listener accepting SASL/PLAIN logins of these users (name →
+        password), and the broker talks to itself (and :meth:`ready` probes) over a PLAINTEXT listener on
+        ``internal_port``, a free port.
+
+    ``stop()`` then ``start()`` again restarts the same broker: the storage is formatted only once, so topics,
+    offsets and consumer groups survive (a broker restart, as in production).
     """
 
     name = "kafka"
@@ -181,11 +189,17 @@ class ApacheKafkaBroker(EmbeddedBroker):
         lib_dir: Path | None = None,
         properties: Mapping[str, str] | None = None,
         heap: str = "512m",
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(port, log_dir)
         self.controller_port = free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
+        self.sasl_users = dict(sasl_users or {})
+        self.internal_port = self.port
+        if self.sasl_users:
+            while self.internal_port in (self.port, self.controller_port):
+                self.internal_port = free_port()
         self.lib_dir = lib_dir
         self.heap = heap
         self.cluster_id = _kafka_uuid()
@@ -207,16 +221,20 @@ class ApacheKafkaBroker(EmbeddedBroker):
 
     def properties(self) -> dict[str, str]:
         """The broker's ``server.properties`` entries."""
+        listeners = f"PLAINTEXT://{self.host}:{self.internal_port},CONTROLLER://{self.host}:{self.controller_port}"
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        if self.sasl_users:
+            listeners = f"SASL_PLAINTEXT://{self.host}:{self.port},{listeners}"
+            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"{self.host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port},"
-            f"CONTROLLER://{self.host}:{self.controller_port}",
+            "listeners": listeners,
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir),
             "num.partitions": "4",
             "auto.create.topics.enable": "true",
@@ -227,6 +245,12 @@ class ApacheKafkaBroker(EmbeddedBroker):
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
         }
+        if self.sasl_users:
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            props["sasl.enabled.mechanisms"] = "PLAIN"
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
         props.update(self._extra)
         return props
 
@@ -302,7 +326,7 @@ class ApacheKafkaBroker(EmbeddedBroker):
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"kafka exited with code {self.proc.returncode} before serving requests")
-            if kafka_serves(self.host, self.port):
+            if kafka_serves(self.host, self.internal_port):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"kafka did not serve Metadata requests within {self.start_timeout_s:.0f} s")
@@ -311,7 +335,8 @@ class ApacheKafkaBroker(EmbeddedBroker):
         if self.lib_dir is None:
             self.lib_dir = ensure_kafka_jars()
         self._write_config()
-        self._format_storage()
+        if not (self.data_dir / "meta.properties").is_file():  # a restart keeps the formatted storage
+            self._format_storage()
         return super().start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -328,9 +353,15 @@ class ApacheKafkaBroker(EmbeddedBroker):
         """The aiokafka bootstrap servers string."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def internal_bootstrap(self) -> str:
+        """The PLAINTEXT listener (``bootstrap`` unless ``sasl_users`` made ``port`` a SASL listener)."""
+        return f"{self.host}:{self.internal_port}"
+
 
 class MosquittoBroker(EmbeddedBroker):
-    """Eclipse mosquitto (Debian's ``mosquitto`` package), anonymous MQTT on loopback, no persistence.
+    """Eclipse mosquitto (Debian's ``mosquitto`` package) on loopback: anonymous and without persistence
+    unless told otherwise.
 
     Parameters
     ----------
@@ -340,6 +371,12 @@ class MosquittoBroker(EmbeddedBroker):
         Where the broker's log goes (``mosquitto-PORT.log``); the temporary directory by default.
     binary
         The mosquitto executable.
+    persistence
+        Save sessions and queued QoS 1 messages across a restart (``stop()`` then ``start()``).
+    users
+        Name → password: written as a ``mosquitto_passwd`` password file, anonymous clients refused.
+    tls_cert, tls_key
+        The server certificate and key (PEM): the listener speaks MQTT over TLS only.
     """
 
     name = "mosquitto"
