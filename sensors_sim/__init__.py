@@ -16,6 +16,7 @@ from sensors_sim.devices import DeviceBank
 from sensors_sim.events import Event, RawEvent
 from sensors_sim.faults import Fault, FaultInjector, apply_faults, choose_faults
 from sensors_sim.publish import JsonlPublisher, KafkaPublisher, MqttPublisher, Publisher, device_topic, status_topic
+from sensors_sim.recommendations import PlanInbox, RecommendationSubscriber, simulator_plans
 from sensors_sim.run import Simulator, iter_ticks, simulate
 from sensors_sim.scenario import DemandSpec, IncidentSpec, Scenario, load_scenario
 from sensors_sim.traffic import TrafficModel
@@ -30,8 +31,10 @@ __all__ = [
     "JsonlPublisher",
     "KafkaPublisher",
     "MqttPublisher",
+    "PlanInbox",
     "Publisher",
     "RawEvent",
+    "RecommendationSubscriber",
     "Scenario",
     "Simulator",
     "TrafficModel",
@@ -41,5 +44,6 @@ __all__ = [
     "iter_ticks",
     "load_scenario",
     "simulate",
+    "simulator_plans",
     "status_topic",
 ]

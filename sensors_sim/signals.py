@@ -32,6 +32,78 @@ MAX_CYCLE_S = 180.0
 """Longest cycle a plan may have, seconds."""
 
 
+def plan_durations(
+    tls_id: str,
+    kinds: Sequence[str],
+    durations_s: Sequence[float],
+    plan: Mapping[str, Any],
+    warnings: list[str] | None = None,
+) -> list[float]:
+    """The phase durations a plan gives a light, under the harness's limits (shared with the SUMO twin).
+
+    Parameters
+    ----------
+    tls_id : str
+        Traffic light (for messages).
+    kinds : sequence of str
+        Kind of each phase (``green``, ``yellow``, ``red``), phase order.
+    durations_s : sequence of float
+        Current duration of each phase, seconds; yellow and red phases keep theirs.
+    plan : mapping
+        ``{"green_s": [g0, ...]}`` or ``{"cycle_s": C, "splits": [f0, ...]}``, one value per green phase.
+    warnings : list of str, optional
+        Receives a line per clipping (green below ``MIN_GREEN_S``, cycle above ``MAX_CYCLE_S``).
+
+    Returns
+    -------
+    list of float
+        New duration of every phase, whole seconds.
+
+    Raises
+    ------
+    ValueError
+        If the plan is malformed: no greens, wrong number of values, non-finite or negative values, a cycle
+        not longer than the fixed (non-green) time.
+    """
+    tid = tls_id
+    old = list(durations_s)
+    if warnings is None:
+        warnings = []
+    gi = [i for i, kind in enumerate(kinds) if kind == "green"]
+    fixed = sum(d for i, d in enumerate(old) if kinds[i] != "green")
+    if "green_s" in plan:
+        raw = plan["green_s"]
+        if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
+            raise ValueError(f"{tid}: green_s must be a list of seconds, got {raw!r:.60}")
+        greens = [float(x) for x in raw]
+    elif "splits" in plan:
+        splits = [float(x) for x in plan["splits"]]
+        cycle = float(plan.get("cycle_s", sum(old)))
+        if not math.isfinite(cycle) or cycle <= fixed:
+            raise ValueError(f"{tid}: cycle_s {cycle} must exceed the fixed (non-green) time {fixed:g} s")
+        if any(not math.isfinite(f) or f < 0 for f in splits) or sum(splits) <= 0:
+            raise ValueError(f"{tid}: splits must be non-negative with a positive sum, got {splits}")
+        greens = [f / sum(splits) * (cycle - fixed) for f in splits]
+    else:
+        raise ValueError(f"{tid}: a plan needs 'green_s' or 'cycle_s' + 'splits', got {sorted(plan)}")
+    if len(greens) != len(gi):
+        raise ValueError(f"{tid}: {len(gi)} green phases, got {len(greens)} values")
+    if any(not math.isfinite(g) or g < 0 for g in greens):
+        raise ValueError(f"{tid}: green times must be finite and >= 0, got {greens}")
+    if min(greens, default=MIN_GREEN_S) < MIN_GREEN_S:
+        warnings.append(f"{tid}: green below {MIN_GREEN_S:g} s clipped")
+        greens = [max(g, MIN_GREEN_S) for g in greens]
+    if fixed + sum(greens) > MAX_CYCLE_S:
+        warnings.append(f"{tid}: cycle above {MAX_CYCLE_S:g} s clipped")
+        room = MAX_CYCLE_S - fixed - MIN_GREEN_S * len(greens)
+        extra = [g - MIN_GREEN_S for g in greens]
+        greens = [MIN_GREEN_S + e / max(sum(extra), 1e-9) * max(room, 0.0) for e in extra]
+    new = list(old)
+    for i, g in zip(gi, greens, strict=True):
+        new[i] = float(max(round(g), 1))
+    return new
+
+
 class SignalBank:
     """Signal state of every approach segment.
 
@@ -181,39 +253,7 @@ class SignalBank:
         }
 
     def _durations_for(self, k: int, plan: Mapping[str, Any]) -> list[float]:
-        tid = self.tls_ids[k]
-        kinds = self._kinds[k]
-        old = self._durations[k]
-        gi = [i for i, kind in enumerate(kinds) if kind == "green"]
-        fixed = sum(d for i, d in enumerate(old) if kinds[i] != "green")
-        if "green_s" in plan:
-            greens = [float(x) for x in plan["green_s"]]
-        elif "splits" in plan:
-            splits = [float(x) for x in plan["splits"]]
-            cycle = float(plan.get("cycle_s", sum(old)))
-            if not math.isfinite(cycle) or cycle <= fixed:
-                raise ValueError(f"{tid}: cycle_s {cycle} must exceed the fixed (non-green) time {fixed:g} s")
-            if any(not math.isfinite(f) or f < 0 for f in splits) or sum(splits) <= 0:
-                raise ValueError(f"{tid}: splits must be non-negative with a positive sum, got {splits}")
-            greens = [f / sum(splits) * (cycle - fixed) for f in splits]
-        else:
-            raise ValueError(f"{tid}: a plan needs 'green_s' or 'cycle_s' + 'splits', got {sorted(plan)}")
-        if len(greens) != len(gi):
-            raise ValueError(f"{tid}: {len(gi)} green phases, got {len(greens)} values")
-        if any(not math.isfinite(g) or g < 0 for g in greens):
-            raise ValueError(f"{tid}: green times must be finite and >= 0, got {greens}")
-        if min(greens, default=MIN_GREEN_S) < MIN_GREEN_S:
-            self.warnings.append(f"{tid}: green below {MIN_GREEN_S:g} s clipped")
-            greens = [max(g, MIN_GREEN_S) for g in greens]
-        if fixed + sum(greens) > MAX_CYCLE_S:
-            self.warnings.append(f"{tid}: cycle above {MAX_CYCLE_S:g} s clipped")
-            room = MAX_CYCLE_S - fixed - MIN_GREEN_S * len(greens)
-            extra = [g - MIN_GREEN_S for g in greens]
-            greens = [MIN_GREEN_S + e / max(sum(extra), 1e-9) * max(room, 0.0) for e in extra]
-        new = list(old)
-        for i, g in zip(gi, greens, strict=True):
-            new[i] = float(max(round(g), 1))
-        return new
+        return plan_durations(self.tls_ids[k], self._kinds[k], self._durations[k], plan, self.warnings)
 
     def check_plan(self, tls_id: str, plan: Mapping[str, Any]) -> list[float]:
         """The phase durations ``plan`` would run on light ``tls_id``, without installing it.
