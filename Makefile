@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: bench
-.PHONY: demo test test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps
+.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -54,6 +54,11 @@ test-faults: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
+
+# the SUMO twin against SUMO itself (installs the optional extra citybrain[sumo] into .venv)
+test-sumo: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[sumo]"
+	$(PY) -m pytest tests/sumo -q -ra
 
 test: lint typecheck $(STAMP)
 	$(PY) -m pytest tests -q -ra --ignore=tests/faults

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ops.settings import Settings, load_settings
+from ops.sumo_cmd import sumo_twin
 
 app = typer.Typer(
     name="citybrain",
@@ -129,6 +130,9 @@ def demo(
     scenario: Annotated[
         Path | None, typer.Option(help="scenario JSON (default for the demo city: an incident and a few faulty loops)")
     ] = None,
+    apply_recommendations: Annotated[
+        bool, typer.Option(help="closed loop: the simulated lights run citybrain's signal recommendations")
+    ] = True,
 ) -> None:
     """Start brokers, worker, bridge and a simulated city publishing over MQTT; Ctrl-C stops everything."""
     from ops.runtime import Stack, load_network
@@ -164,10 +168,19 @@ def demo(
         if scenario is None and network is None and s.network is None:
             scenario = Path(__file__).resolve().parents[1] / "sensors_sim" / "scenarios" / "demo.json"
         sc = load_scenario(scenario) if scenario else None
+        loop: dict[str, Any] = {}
+        if apply_recommendations:  # closed loop: recommendations → the simulated lights at their next cycle
+            from ops.sumo_cmd import recommendation_subscriber
+            from sensors_sim.recommendations import simulator_plans
+            from sensors_sim.run import Simulator
+
+            sub = recommendation_subscriber(eff)
+            loop["simulator"] = Simulator(graph, start, scenario=sc)
+            loop["plans"] = simulator_plans(loop["simulator"], sub.inbox)
         sim = threading.Thread(
             target=simulate,
             args=(graph, pub),
-            kwargs={"start": start, "duration_s": None, "speed": speed, "stop": stop, "scenario": sc},
+            kwargs={"start": start, "duration_s": None, "speed": speed, "stop": stop, "scenario": sc, **loop},
             daemon=True,
         )
         sim.start()
@@ -190,6 +203,11 @@ def demo(
             stop.set()
             sim.join(10)
             pub.close()
+            if apply_recommendations:
+                from ops.sumo_cmd import plan_summary
+
+                sub.close()
+                typer.echo(plan_summary(sub.inbox.stats))
 
 
 @app.command()
@@ -290,6 +308,9 @@ def simulate(
         Path | None,
         typer.Option(help="write ground truth here (ground_truth_edges.jsonl, incidents.json, device_faults.jsonl)"),
     ] = None,
+    apply_recommendations: Annotated[
+        bool, typer.Option(help="closed loop: apply citybrain's signal-recommendations (Kafka) to the lights")
+    ] = False,
 ) -> None:
     """Simulate the network's loop detectors and cameras and publish their events like real devices."""
     from ops.runtime import load_network
@@ -325,6 +346,16 @@ def simulate(
             done = (ts - t0).total_seconds() / duration_s if duration_s else 0
             typer.echo(f"\r{n:>9,} events  simulated {ts:%H:%M:%S}  {done:6.1%}", err=True, nl=False)
 
+    sc = load_scenario(scenario) if scenario else None
+    loop: dict[str, Any] = {}
+    if apply_recommendations:  # closed loop: recommendations → the simulated lights at their next cycle
+        from ops.sumo_cmd import plan_summary, recommendation_subscriber
+        from sensors_sim.recommendations import simulator_plans
+        from sensors_sim.run import Simulator
+
+        sub = recommendation_subscriber(s)
+        loop["simulator"] = Simulator(graph, t0, seed=seed, scenario=sc)
+        loop["plans"] = simulator_plans(loop["simulator"], sub.inbox)
     n = run_sim(
         graph,
         pub,
@@ -333,12 +364,16 @@ def simulate(
         speed=speed,
         seed=seed,
         on_progress=progress,
-        scenario=load_scenario(scenario) if scenario else None,
+        scenario=sc,
         truth_dir=truth_dir,
+        **loop,
     )
     pub.flush()
     pub.close()
     typer.echo(f"\n{n} events published ({publish})", err=True)
+    if apply_recommendations:
+        sub.close()
+        typer.echo(plan_summary(sub.inbox.stats), err=True)
 
 
 @app.command()
@@ -401,6 +436,8 @@ def greenwave(
     for a in plan["actions"]:
         typer.echo(f"  {json.dumps(a)}")
 
+
+app.command("sumo-twin")(sumo_twin)
 
 net_app = typer.Typer(help="Road networks: inspect and convert.", no_args_is_help=True)
 app.add_typer(net_app, name="net")
