@@ -73,13 +73,15 @@ def http_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
 class ChildProcess:
     """A citybrain sub-command (``python -m ops …``) run as a child with its own log file."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_path: Path, wrapper: list[str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ops", *args],
+            [*(wrapper or []), sys.executable, "-m", "ops", *args],  # wrapper: e.g. a profiler
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

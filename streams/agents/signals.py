@@ -8,6 +8,12 @@ group), feeds ``models.signals.DemandEstimator`` and, each time stream time cros
 stable ``recommendation_id`` (signal + period start). Operators accept or reject them in the console.
 
 Another worker that becomes leader starts its estimator from the events of the last two periods.
+
+``recommend`` costs about a second per period for a few dozen signals (more for a whole city), so it runs in a
+planner *process* (one, spawned on first use): the worker's event loop keeps windowing and detecting meanwhile.
+When the planner is more than one period behind (a worker catching up on a backlog, a fast replay), it plans
+only the latest period it has crossed: a plan for a period already over is of no use to anyone, and the
+skipped periods are counted (``pipe.signal_stats["skipped_periods"]``).
 """
 
 from __future__ import annotations
@@ -15,19 +21,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import time
-from typing import TYPE_CHECKING
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from models.signals import DemandEstimator, SignalClock, SignalNetwork, recommend
+from models.signals import DemandEstimator, DemandSnapshot, Recommendation, SignalClock, SignalNetwork, recommend
 from streams.topics import bootstrap_of, kafka_client_kwargs
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
 
 log = logging.getLogger(__name__)
+
+_NET: SignalNetwork | None = None  # in the planner process
+
+
+def _init_planner(net: SignalNetwork) -> None:
+    global _NET
+    _NET = net
+
+
+def _plan(
+    snapshot: DemandSnapshot, clocks: dict[str, SignalClock], t_s: float
+) -> tuple[dict[str, Recommendation], dict[str, Any]]:
+    """Run in the planner process: ``models.signals.recommend`` on the network given at start."""
+    assert _NET is not None
+    return recommend(_NET, snapshot, clocks, t_s)
 
 
 def register(pipe: Pipeline) -> None:
@@ -42,7 +65,17 @@ def register(pipe: Pipeline) -> None:
         return
     topic = app.topic(settings.topics.name("recommendations"), key_type=str, value_type=bytes, value_serializer="raw")
     pipe.extra_topics["recommendations"] = topic
-    stats = {"recommendations": 0, "periods": 0}
+    stats = {"recommendations": 0, "periods": 0, "skipped_periods": 0}
+    pool: list[ProcessPoolExecutor] = []
+
+    async def plan(
+        snapshot: DemandSnapshot, clocks: dict[str, SignalClock], t_s: float
+    ) -> tuple[dict[str, Recommendation], dict[str, Any]]:
+        if not pool:
+            ctx = multiprocessing.get_context("spawn")  # never fork a running event loop
+            pool.append(ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_planner, initargs=(net,)))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool[0], _plan, snapshot, clocks, t_s)
 
     async def plan_loop() -> None:
         events_topic = settings.topics.name("events")
@@ -85,14 +118,17 @@ def register(pipe: Pipeline) -> None:
                     continue
                 if next_at is None:
                     next_at = (stream_t // period_s + 1) * period_s
-                while stream_t >= next_at:
+                if stream_t >= next_at:
+                    behind = int((stream_t - next_at) // period_s)  # whole periods already over: skip them
+                    stats["skipped_periods"] += behind
+                    next_at += behind * period_s
                     await publish(estimator, clocks, next_at)
                     next_at += period_s
         finally:
             await consumer.stop()
 
     async def publish(estimator: DemandEstimator, clocks: dict[str, SignalClock], t_s: float) -> None:
-        recs, _diag = recommend(net, estimator.snapshot(t_s), clocks, t_s)
+        recs, _diag = await plan(estimator.snapshot(t_s), clocks, t_s)
         for tid, rec in recs.items():
             clocks[tid].send(t_s, net.intersections[tid].durations(rec.green_s))
             d = rec.to_dict()
@@ -111,17 +147,23 @@ def register(pipe: Pipeline) -> None:
 
     @app.task
     async def signal_planner() -> None:
-        while True:
-            if app.is_leader():
-                try:
-                    await plan_loop()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("signal planner failed; restarting in 5 s")
-                    await asyncio.sleep(5)
-            else:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(2)
+        try:
+            while True:
+                if app.is_leader():
+                    try:
+                        await plan_loop()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("signal planner failed; restarting in 5 s")
+                        await asyncio.sleep(5)
+                else:
+                    if pool:  # no longer the leader: free the planner process
+                        pool.pop().shutdown(wait=False, cancel_futures=True)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.sleep(2)
+        finally:
+            for p in pool:
+                p.shutdown(wait=False, cancel_futures=True)
 
     pipe.signal_stats = stats

@@ -1,0 +1,330 @@
+"""Sustained worker throughput, with the raw-consumer ceiling, on the embedded broker or on Apache Kafka.
+
+Device readings (the SUMO harness's normal run repeated with shifted timestamps, or a simulated demo city) are
+produced to the ``ingest`` topic *before* the worker starts (devices producing to Kafka directly). Then one or
+more ``citybrain worker`` processes start with every agent on and the benchmark polls their ``/metrics`` for
+``citybrain_events_applied_total`` + ``citybrain_events_rejected_total``: the sustained rate is the slope between
+10 % and 90 % of the readings, so start-up, group join and the idle tail are not counted. The ceiling is a raw
+aiokafka consumer decoding the same topic's JSON, in the same run on the same machine.
+
+``--profile`` wraps the (single) worker in ``py-spy record`` and writes a collapsed-stack profile plus a
+summary of the hottest functions (own and cumulative samples).
+
+Run: ``python -m bench.bench_throughput [--engine tansu|kafka] [--workers 1|2] [--events N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.bench_pipeline import events_source
+from ops.runtime import ChildProcess, settings_env
+from ops.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def repeated_events(path: Path, n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` (key, value) device payloads: the file's readings, repeated later in time as often as needed.
+
+    Each repetition is shifted by the file's span rounded up to whole hours, so readings never collide (no
+    duplicates) and windows keep their one-minute alignment.
+    """
+    base = [orjson.loads(ln) for ln in path.read_bytes().splitlines() if ln.strip()]
+    times = [_epoch(e["ts"]) for e in base]
+    span = (max(times) - min(times)) + 3600.0
+    shift_s = (int(span) // 3600 + 1) * 3600
+    out: list[tuple[bytes, bytes]] = []
+    k = 0
+    while len(out) < n:
+        for e, t in zip(base, times, strict=True):
+            if len(out) >= n:
+                break
+            ev = dict(e)
+            ev["ts"] = _iso(t + k * shift_s)
+            out.append((str(ev["segment_id"]).encode(), orjson.dumps(ev)))
+        k += 1
+    return out
+
+
+async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], settings: Settings) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.topics import ensure_topics
+
+    await ensure_topics(bootstrap, settings.topics.all_names(), settings)
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await prod.start()
+    t0 = time.perf_counter()
+    try:
+        for i, (k, v) in enumerate(items):
+            await prod.send(topic, v, key=k)
+            if i % 50_000 == 0:
+                log(f"  produced {i:,}/{len(items):,}")
+        await prod.flush()
+    finally:
+        await prod.stop()
+    return time.perf_counter() - t0
+
+
+async def ceiling(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
+    """A raw aiokafka consumer decoding the JSON of ``topic`` from the start (no group)."""
+    from aiokafka import AIOKafkaConsumer
+
+    cons = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await cons.start()
+    got, t0, t_first = 0, time.perf_counter(), None
+    try:
+        while got < n and time.perf_counter() - t0 < 300:
+            batch = await cons.getmany(timeout_ms=500, max_records=10000)
+            for msgs in batch.values():
+                if t_first is None:
+                    t_first = time.perf_counter()
+                for m in msgs:
+                    orjson.loads(m.value or b"null")
+                    got += 1
+    finally:
+        await cons.stop()
+    dt = time.perf_counter() - (t_first or t0)
+    return {"events": got, "seconds": round(dt, 2), "events_per_s": round(got / dt)}
+
+
+_METRIC = re.compile(rb"^citybrain_events_(applied|rejected)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def processed(port: int) -> float | None:
+    try:
+        with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            body = r.read()
+    except OSError:
+        return None
+    return sum(float(v) for _, v in _METRIC.findall(body))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (MB)."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (s)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out += [int(c), *_children(int(c))]
+    except OSError:
+        pass
+    return out
+
+
+def measure_workers(
+    settings: Settings, n_workers: int, n: int, log_dir: Path, profile: Path | None, timeout_s: float
+) -> dict[str, Any]:
+    from ops.brokers import free_port
+
+    workers: list[ChildProcess] = []
+    ports: list[int] = []
+    for i in range(n_workers):
+        port = free_port()
+        s = settings.model_copy(update={"web_port": port, "data_dir": log_dir / f"data{i}"})
+        args = ["worker"]
+        env = settings_env(s)
+        wrapper = None
+        if profile is not None:
+            spy = Path(sys.executable).parent / "py-spy"
+            wrapper = [str(spy), "record", "-r", "200", "-f", "raw", "-o", str(profile), "--"]
+        child = ChildProcess(f"worker{i}", args, env, log_dir / f"worker{i}.log", wrapper=wrapper)
+        workers.append(child)
+        ports.append(port)
+    samples: list[tuple[float, float]] = []
+    cpu: list[tuple[float, float]] = []  # (processed, worker CPU s)
+    peak_rss = 0.0
+    t_start = time.monotonic()
+    last_change = t_start
+    last = -1.0
+    try:
+        while time.monotonic() - t_start < timeout_s:
+            time.sleep(0.25)
+            for w in workers:
+                if not w.alive():
+                    raise RuntimeError(f"{w.name} exited; log:\n{w.tail()}")
+            vals = [processed(p) for p in ports]
+            total = sum(v or 0.0 for v in vals)
+            now = time.monotonic()
+            samples.append((now, total))
+            cpu.append((total, sum(cpu_s(w.proc.pid) for w in workers)))
+            peak_rss = max(peak_rss, sum(rss_mb(w.proc.pid) for w in workers))
+            if total != last:
+                last, last_change = total, now
+                if len(samples) % 20 == 0:
+                    log(f"  processed {total:,.0f}/{n:,} ({total / n:.0%}), RSS {peak_rss:.0f} MB")
+            if total >= n or (total > 0 and now - last_change > 30):
+                break
+    finally:
+        if profile is not None:  # py-spy writes its profile on SIGINT (the group's SIGTERM would lose it)
+            for w in workers:
+                os.kill(w.proc.pid, signal.SIGINT)
+            deadline = time.monotonic() + 60
+            while not profile.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        for w in workers:
+            w.stop(grace_s=30)
+    lo = next((t for t, v in samples if v >= 0.1 * n), None)
+    hi = next((t for t, v in samples if v >= 0.9 * n), None)
+    first = next((t for t, v in samples if v > 0), None)
+    done = samples[-1][1] if samples else 0.0
+    rate = round(0.8 * n / (hi - lo)) if lo is not None and hi is not None and hi > lo else None
+    c_lo = next((c for v, c in cpu if v >= 0.1 * n), None)
+    c_hi = next((c for v, c in cpu if v >= 0.9 * n), None)
+    cpu_us = round((c_hi - c_lo) / (0.8 * n) * 1e6, 1) if c_lo is not None and c_hi is not None else None
+    return {
+        "workers": n_workers,
+        "events": n,
+        "processed": int(done),
+        "sustained_events_per_s": rate,
+        "first_event_after_s": round(first - t_start, 1) if first else None,
+        "peak_rss_mb": round(peak_rss, 1),
+        "cpu_us_per_event": cpu_us,
+        "cpu_utilisation": round(cpu_us * rate / 1e6, 2) if cpu_us and rate else None,
+    }
+
+
+def _frame(f: str) -> str:
+    """``func (path/to/file.py:12)`` → ``func (file.py``."""
+    name, _, where = f.partition(" (")
+    return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]}"
+
+
+def summarize_profile(raw: Path, top: int = 25) -> str:
+    """Hottest functions of a py-spy ``raw`` (collapsed stacks) profile: own and cumulative share."""
+    own: Counter[str] = Counter()
+    cum: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(count)
+        total += c
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] += c
+        for f in set(frames):
+            cum[f] += c
+    lines = [f"{total} samples", "own:"]
+    lines += [f"  {c / total:6.1%}  {f}" for f, c in own.most_common(top)]
+    lines += ["cumulative:"]
+    lines += [f"  {c / total:6.1%}  {f}" for f, c in cum.most_common(top * 2)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_throughput", description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", choices=["tansu", "kafka"], default="tansu")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench")
+    ap.add_argument("--profile", action="store_true", help="py-spy the worker (needs `pip install py-spy`)")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--timeout-s", type=float, default=900.0)
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    events_path, network = events_source(a.out)
+    log(f"events: {events_path} (×{a.events:,})")
+    items = repeated_events(events_path, a.events)
+    run = uuid.uuid4().hex[:6]
+    log_dir = a.out / f"throughput-{run}"
+    log_dir.mkdir(parents=True)
+    broker: Any
+    if a.engine == "kafka":
+        from ops.real_brokers import ApacheKafkaBroker
+
+        broker = ApacheKafkaBroker(log_dir=log_dir)
+    else:
+        from ops.brokers import TansuBroker
+
+        broker = TansuBroker(log_dir=log_dir)
+    res: dict[str, Any] = {
+        "machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "engine": a.engine,
+        "command": "python -m bench.bench_throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    with broker:
+        settings = Settings(
+            app_id=f"bench-{run}",
+            network=network,
+            topics={"prefix": f"b{run}."},  # type: ignore[arg-type]
+            kafka={"brokers": broker.url, "partitions": a.partitions},  # type: ignore[arg-type]
+            mqtt={"host": "127.0.0.1", "port": 1},  # type: ignore[arg-type]  # the worker does not use MQTT
+            window={"idle_close_s": 5.0},  # type: ignore[arg-type]
+            log_level="warning",
+        )
+        topic = settings.topics.name("ingest")
+        log(f"producing {len(items):,} readings to {topic} …")
+        res["produce_s"] = round(asyncio.run(produce(broker.bootstrap, topic, items, settings)), 2)
+        log("raw consumer ceiling …")
+        res["ceiling"] = asyncio.run(ceiling(broker.bootstrap, topic, len(items)))
+        log(f"ceiling {res['ceiling']['events_per_s']:,} events/s; starting {a.workers} worker(s) …")
+        prof = log_dir / "worker.pyspy.txt" if a.profile else None
+        res["worker"] = measure_workers(settings, a.workers, len(items), log_dir, prof, a.timeout_s)
+    w, c = res["worker"], res["ceiling"]
+    if w["sustained_events_per_s"]:
+        res["ratio_to_ceiling"] = round(w["sustained_events_per_s"] / c["events_per_s"], 4)
+    print(json.dumps(res, indent=2))
+    if prof is not None and prof.exists():
+        summary = summarize_profile(prof)
+        (log_dir / "worker.profile-summary.txt").write_text(summary)
+        print(summary)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
