@@ -40,6 +40,9 @@ class KafkaSettings(BaseModel):
     producer_max_batch_size: int = Field(
         16384, ge=1, description="bytes; 1 works around Tansu's ListOffsets bug at a large speed cost"
     )
+    producer_linger_s: float = Field(
+        0.005, ge=0, le=1, description="how long the worker's producer waits to fill a batch (latency vs requests)"
+    )
 
 
 class MqttSettings(BaseModel):

@@ -8,6 +8,7 @@ can build several apps with their own topic names and metrics registries.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,20 @@ class Pipeline:
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     console_view: Any = None
     signal_stats: dict[str, int] = field(default_factory=dict)
+
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        """Produce pre-serialised bytes to ``topic``; returns the delivery future (await it before acking).
+
+        At least once (the default), records go straight to the app's Kafka producer: Faust's topic/channel
+        path costs ≈ 100 µs per message in CPU (futures, callbacks, codecs), this one ≈ 10 µs, and the agents
+        await the delivery futures before their source offsets are acknowledged, so nothing is lost. Exactly
+        once, they go through Faust's topic so they join the transaction of the events being processed.
+        """
+        if self.settings.processing_guarantee == "exactly_once":
+            return await self.app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw").send(
+                key=key, value=value
+            )
+        return await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
 
 def device_index(graph: nx.MultiDiGraph) -> dict[str, DeviceInfo]:
@@ -118,6 +133,7 @@ def build_app(
         broker_heartbeat_interval=k.heartbeat_interval_s,
         broker_rebalance_timeout=k.rebalance_timeout_s,
         producer_max_batch_size=k.producer_max_batch_size,
+        producer_linger=k.producer_linger_s,
         processing_guarantee=settings.processing_guarantee,
         web_enabled=True,
         web_bind=settings.web_host,

@@ -120,7 +120,10 @@ def register(pipe: Pipeline) -> None:
     }
 
     seg_models = segment_models_from_graph(pipe.graph)
-    alerts_topic = app.topic(settings.topics.name("alerts"), key_type=str, value_type=Alert)
+    alerts_name = settings.topics.name("alerts")
+    state_name = settings.topics.name("segment_state")
+    dead_letter_name = settings.topics.name("dead_letter")
+    incidents_name = settings.topics.name("incidents")
 
     def estimate(state: dict[str, Any], cw: ClosedWindow) -> tuple[SegmentState, list[Alert]]:
         """``estimate`` step: detector health, then the congestion model, carrying their state per segment."""
@@ -169,10 +172,11 @@ def register(pipe: Pipeline) -> None:
         """Send the states (and their alerts); return the delivery futures."""
         futs = []
         for rec, alerts, closed_by in results:
-            futs.append(await topics.segment_state.send(key=rec.segment_id, value=rec))
+            d = rec.asdict()
+            futs.append(await pipe.send_raw(state_name, rec.segment_id.encode(), orjson.dumps(d)))
             for alert in alerts:
-                futs.append(await alerts_topic.send(key=alert.subject, value=alert))
-            pipe.latest_states[rec.segment_id] = rec.asdict()
+                futs.append(await pipe.send_raw(alerts_name, alert.subject.encode(), orjson.dumps(alert.asdict())))
+            pipe.latest_states[rec.segment_id] = d
             metrics.windows.labels(closed_by).inc()
         return futs
 
@@ -184,7 +188,7 @@ def register(pipe: Pipeline) -> None:
         for key, state in writes:
             table[key] = state
 
-    async def reject(reason: str, raw: bytes) -> None:
+    async def reject(reason: str, raw: bytes) -> Any:
         metrics.rejected.labels(reason).inc()
         text = {
             "late": "reading arrived after its window closed",
@@ -192,7 +196,7 @@ def register(pipe: Pipeline) -> None:
             "clock_skew": f"timestamp more than {w.max_future_s:g} s ahead of the worker clock",
         }[reason]
         dl = dead_letter(reason, text, "window", events_topic_name, raw)
-        await topics.dead_letter.send(key=dl.dead_letter_id, value=dl)
+        return await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps())
 
     incident_cfgs = segment_configs_from_graph(pipe.graph)
     summaries: dict[str, dict[str, Any]] = {}
@@ -200,9 +204,6 @@ def register(pipe: Pipeline) -> None:
         str(k): sorted({str(e) for _, _, e in pipe.graph.out_edges(v, keys=True)} - {str(k)})
         for _, v, k in pipe.graph.edges(keys=True)
     }
-    incidents_topic = app.topic(
-        settings.topics.name("incidents"), key_type=str, value_type=bytes, value_serializer="raw"
-    )
 
     def locate(sid: str) -> dict[str, Any]:
         u, v = pipe.graph.graph["segment_index"][sid]
@@ -304,9 +305,10 @@ def register(pipe: Pipeline) -> None:
     async def send_alerts(alerts: list[Alert]) -> list[Any]:
         futs = []
         for alert in alerts:
-            futs.append(await alerts_topic.send(key=alert.subject, value=alert))
+            key = alert.subject.encode()
+            futs.append(await pipe.send_raw(alerts_name, key, orjson.dumps(alert.asdict())))
             if alert.type.startswith("incident."):
-                futs.append(await incidents_topic.send(key=alert.subject, value=orjson.dumps(alert.data)))
+                futs.append(await pipe.send_raw(incidents_name, key, orjson.dumps(alert.data)))
         return futs
 
     @app.agent(topics.events, name="segment-windows")
@@ -337,7 +339,7 @@ def register(pipe: Pipeline) -> None:
                         if ev["ts_s"] > part_time.get(pk, -math.inf):
                             part_time[pk] = float(ev["ts_s"])
                     if reason is not None:
-                        await reject(reason, raw)
+                        futs.append(await reject(reason, raw))
                         continue
                     changed = True
                     metrics.applied.labels(ev["type"]).inc()

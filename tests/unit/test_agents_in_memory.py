@@ -1,11 +1,12 @@
 """The in-memory path: Faust's ``agent.test_context()`` drives an agent without a broker.
 
-The sends to other topics are captured by replacing ``Topic.send`` — a boundary that needs a running Kafka
-producer; the same agent is exercised end to end on real brokers in ``tests/integration``.
+The sends to other topics are captured by replacing ``Pipeline.send_raw`` — a boundary that needs a running
+Kafka producer; the same agent is exercised end to end on real brokers in ``tests/integration``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -24,13 +25,15 @@ def pipe(tmp_path: Any) -> Any:
 
 async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[str, Any, Any]] = []
-    for name in ("events", "dead_letter"):
-        topic = getattr(pipe.topics, name)
+    names = {pipe.settings.topics.name(n): n for n in ("events", "dead_letter")}
 
-        async def capture(*, key: Any = None, value: Any = None, _name: str = name, **_: Any) -> None:
-            sent.append((_name, key, value))
+    async def capture(topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+        sent.append((names[topic], key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
-        monkeypatch.setattr(topic, "send", capture)
+    monkeypatch.setattr(pipe, "send_raw", capture)
 
     det = next(d for d in pipe.graph.graph["detectors"].values() if d["kind"] == "loop")
     good = {
@@ -54,7 +57,8 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
     assert [s[0] for s in sent] == ["events", "dead_letter", "dead_letter"]
     event = orjson.loads(sent[0][2])
     assert sent[0][1] == det["segment_id"].encode() and event["count"] == 4 and "received_at" in event
-    assert sent[1][2].reason_class == "not_json"
-    assert sent[2][2].reason_class == "unknown_device" and "loop_elsewhere" in sent[2][2].reason
+    dead = [orjson.loads(v) for _, _, v in sent[1:]]
+    assert dead[0]["reason_class"] == "not_json"
+    assert dead[1]["reason_class"] == "unknown_device" and "loop_elsewhere" in dead[1]["reason"]
     assert pipe.ingest_metrics.invalid.labels("not_json")._value.get() == 1
     assert pipe.ingest_metrics.valid.labels("loop")._value.get() == 1
