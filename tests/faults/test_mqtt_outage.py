@@ -8,43 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from ops.runtime import Stack
 from tests.integration.conftest import Brokers, consume_until, unique_settings
 
-from .test_worker_restart import SEGMENTS, stream
+from .conftest import devices, publish, stream, wait_published
 
 pytestmark = pytest.mark.faults
-
-
-def devices(host: str, port: int, client_id: str) -> mqtt.Client:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    c.max_queued_messages_set(0)  # queue without limit while the broker is away
-    c.reconnect_delay_set(1, 2)
-    c.connect(host, port)
-    c.loop_start()
-    return c
-
-
-def publish(c: mqtt.Client, s: Any, events: list[dict[str, Any]]) -> list[mqtt.MQTTMessageInfo]:
-    return [c.publish(f"{s.mqtt.topic_root}/{s.city}/loop/{e['detector_id']}", orjson.dumps(e), qos=1) for e in events]
-
-
-def wait_published(infos: list[mqtt.MQTTMessageInfo], timeout_s: float) -> None:
-    """Poll the PUBACK flag: paho's wait_for_publish/is_published raise for messages queued while disconnected,
-    although paho resends them after reconnecting (paho 2.x keeps the queued QoS 1 messages)."""
-
-    def acked() -> bool:
-        return all(getattr(i, "_published", False) for i in infos)
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not acked():
-        time.sleep(0.05)
-    assert acked(), "QoS 1 messages not acknowledged after the broker returned"
 
 
 def applied_readings(s: Any, expected_total: int) -> int:
@@ -143,6 +114,3 @@ def test_mqtt_broker_restart(brokers: Brokers, tmp_path: Path, record: Callable[
         )
     finally:
         mq.cleanup()
-
-
-assert SEGMENTS  # shared stream definition

@@ -17,35 +17,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ops.runtime import Stack
 from tests.integration.conftest import Brokers, consume_until, unique_settings
 
+from .conftest import MINUTES, SEGMENTS, stream
+
 pytestmark = pytest.mark.faults
-SEGMENTS = ["A0left0", "A1left1", "A2left2", "A3left3", "D0right0", "D1right1", "D2right2", "D3right3"]
-MINUTES = 12
-
-
-def stream() -> list[dict[str, Any]]:
-    """30 s loop readings on two lanes of each segment, MINUTES minutes, in time order."""
-    out = []
-    t0 = 1_736_146_800  # 2025-01-06T07:00:00Z
-    for step in range(1, MINUTES * 2 + 1):
-        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 30 * step))
-        for seg in SEGMENTS:
-            for lane in (0, 1):
-                out.append(
-                    {
-                        "type": "loop",
-                        "detector_id": f"loop_mid_{seg}_{lane}",
-                        "segment_id": seg,
-                        "lane": f"{seg}_{lane}",
-                        "lane_index": lane,
-                        "role": "mid_link",
-                        "ts": ts,
-                        "interval_s": 30,
-                        "count": 3 + (step + lane) % 4,
-                        "occupancy": 0.05,
-                        "speed_kmh": 40.0 + lane,
-                    }
-                )
-    return out
 
 
 def test_worker_sigkill_mid_stream(brokers: Brokers, tmp_path: Path, record: Callable[..., None]) -> None:
