@@ -1,0 +1,117 @@
+"""Two workers in one consumer group, one SIGKILLed mid-stream: the survivor takes over its partitions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops.runtime import Stack
+from tests.integration.conftest import Brokers, unique_settings
+
+from .conftest import (
+    SEGMENTS,
+    account,
+    devices,
+    expected_windows,
+    group_lag,
+    health_of,
+    publish,
+    read_topic,
+    stream,
+    wait_for,
+    wait_published,
+)
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.skipif(
+        os.environ.get("CITYBRAIN_TEST_ENGINE") != "kafka", reason="consumer-group takeover on Apache Kafka"
+    ),
+]
+
+
+def alert_problems(alerts: list[dict[str, Any]]) -> list[str]:
+    """Alerts a consumer would see twice: one ``event_id`` with two contents, or one subject raised anew
+    (``*.new``) under two ids — what a survivor without the dead worker's table state would emit."""
+    problems = []
+    by_id: dict[str, set[bytes]] = {}
+    new_ids: dict[tuple[str, str], set[str]] = {}
+    for a in alerts:
+        by_id.setdefault(a["event_id"], set()).add(repr(sorted((k, repr(v)) for k, v in a.items())).encode())
+        if a["type"].endswith(".new"):
+            new_ids.setdefault((a["type"], a["subject"]), set()).add(a["event_id"])
+    problems += [f"{eid}: {len(v)} contents" for eid, v in by_id.items() if len(v) > 1]
+    problems += [f"{t} {subj}: raised as {sorted(ids)}" for (t, subj), ids in new_ids.items() if len(ids) > 1]
+    return problems
+
+
+def test_two_workers_one_killed(brokers: Brokers, tmp_path: Path, record: Callable[..., None]) -> None:
+    """Workers A and B share the 4-partition topics; B is SIGKILLed while readings flow. A takes over B's
+    partitions after the session timeout, restores B's tables (open windows, detector health, incidents) from
+    the changelogs and goes on: every window is emitted with all its readings (exact accounting: readings in
+    windows + dead-lettered redeliveries = events), no window with two contents, and no alert or incident twice."""
+    s = unique_settings(brokers, kafka={"partitions": 4})
+    events = stream(stuck=frozenset(SEGMENTS))  # device faults raised before the kill, on both workers
+    half = len(events) // 2
+    with Stack(s, tmp_path) as st:
+        st.start_brokers()
+        a = st.start_worker(name="worker-a")
+        bridge = st.start_bridge()
+        st.wait_healthy(bridge)
+        st.wait_healthy(a, timeout_s=120)
+        solo = health_of(a)["assigned_partitions"]  # alone, A holds every partition (no standbys)
+        b = st.start_worker(name="worker-b")
+        wait_for(
+            lambda: all(health_of(w).get("status") == "ok" for w in (a, b))
+            and health_of(a).get("assigned_partitions", 0) < solo,
+            120, "both workers sharing the partitions",
+        )  # fmt: skip
+        b_parts = health_of(b)["assigned_partitions"]
+        c = devices(s.mqtt.host, s.mqtt.port, f"two-workers-{s.app_id}", persistent=False)
+        wait_published(publish(c, s, events[:half]), 30)
+        wait_for(lambda: health_of(bridge).get("forwarded", 0) >= half, 60, "the first half forwarded")
+        time.sleep(0.5)  # B is mid-way through its share
+        b.signal(signal.SIGKILL)
+        b.proc.wait(10)
+        t_kill = time.monotonic()
+        wait_published(publish(c, s, events[half:]), 30)
+        wait_for(
+            lambda: health_of(a).get("status") == "ok" and health_of(a).get("assigned_partitions", 0) >= solo,
+            120, "worker A holding every partition",
+        )  # fmt: skip
+        recovery_s = time.monotonic() - t_kill
+        c.disconnect()
+        c.loop_stop()
+        try:
+            acc = account(s, len(events), expected_windows())
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nevents (committed, end) by partition: {group_lag(s)}; A's health: {health_of(a)}"
+            ) from None
+        alerts = read_topic(s, "alerts", timeout_s=30, idle_s=1)
+        alog = a.log_path.read_text(errors="replace")
+        assert a.alive()
+    assert set(acc.dead_reasons) <= {"duplicate"}, acc.dead_reasons
+    assert acc.applied == len(events) and acc.lost == 0
+    assert acc.duplicate_outputs == 0
+    faults = {a["subject"] for a in alerts if a["type"] == "device_fault.new"}
+    assert faults == {f"loop_mid_{seg}_1" for seg in SEGMENTS}, sorted(faults)  # each stuck loop reported
+    assert not alert_problems(alerts), alert_problems(alerts)  # ... once, not again after the takeover
+    assert "recover" in alog.lower()  # A restored B's tables from the changelogs
+    record(
+        fault="two workers, one SIGKILLed mid-stream: the other takes over (tables from changelogs)",
+        events=len(events),
+        lost=acc.lost,
+        duplicate_outputs=acc.duplicate_outputs,
+        redelivered_readings=acc.dead_reasons.count("duplicate"),
+        re_emitted_windows=acc.re_emitted,
+        alerts=len(alerts),
+        partitions_taken_over=b_parts,
+        recovery_s=round(recovery_s, 1),
+    )
