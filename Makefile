@@ -47,6 +47,7 @@ test-fuzz: $(STAMP)
 # Faults survived, payloads tried, events lost, duplicates, recovery times: fuzzing + the fault tests on the
 # real engine (Apache Kafka + mosquitto), then the table (bench/fault_table.py)
 test-faults: $(STAMP)
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { echo "mosquitto missing: apt-get install -y mosquitto"; exit 2; }
 	rm -f artifacts/fault-results.jsonl
 	CITYBRAIN_FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/fuzz -q
 	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/faults -q -ra

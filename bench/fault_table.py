@@ -1,4 +1,8 @@
-"""Render ``$CITYBRAIN_ARTIFACTS/fault-results.jsonl`` (written by ``make test-faults``) as a markdown table."""
+"""Render ``$CITYBRAIN_ARTIFACTS/fault-results.jsonl`` (written by ``make test-faults``) as a markdown table.
+
+One row per fault and engine (the latest result). "survived" is ``yes`` when the test passed, ``NO`` when it
+failed, and ``known failure (…)`` for an xfailed test that recorded the upstream issue behind it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
+#: ``CITYBRAIN_TEST_ENGINE`` → the brokers the row ran against.
+ENGINES = {"kafka": "Apache Kafka + mosquitto", "embedded": "Tansu + amqtt"}
 
 
 def main() -> int:
@@ -26,8 +32,11 @@ def main() -> int:
     for (fault, engine), r in sorted(latest.items()):
         n = r.get("events", r.get("payloads", "–"))
         rec = f"{r['recovery_s']} s" if "recovery_s" in r else "–"
+        survived = "yes" if r.get("passed") else "NO"
+        if r.get("xfail"):  # a known failure outside citybrain, marked xfail with the evidence in the test
+            survived = f"known failure ({r['xfail']})"
         print(
-            f"| {fault} | {engine} | {'yes' if r.get('passed') else 'NO'} | {n} | {r.get('lost', '–')} | "
+            f"| {fault} | {ENGINES.get(engine, engine)} | {survived} | {n} | {r.get('lost', '–')} | "
             f"{r.get('duplicate_outputs', '–')} | {r.get('redelivered_readings', '–')} | {rec} |"
         )
     return 0
