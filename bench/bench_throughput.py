@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import re
@@ -51,6 +52,22 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def as_bundles(items: list[tuple[bytes, bytes]], per_batch: int = 500) -> list[tuple[bytes, bytes]]:
+    """What the MQTT bridge writes to ``events`` for these readings: per batch of ``per_batch`` arrivals, one
+    bundle of validated events per segment (``received_at`` = now)."""
+    from streams.records import bundle_events, encode_event
+
+    out: list[tuple[bytes, bytes]] = []
+    for i in range(0, len(items), per_batch):
+        by_seg: dict[bytes, list[bytes]] = {}
+        for k, v in items[i : i + per_batch]:
+            ev = orjson.loads(v)
+            ev["ts_s"] = _epoch(ev["ts"])
+            by_seg.setdefault(k, []).append(encode_event(ev, time.time()))
+        out += [(k, b) for k, evs in by_seg.items() for b in bundle_events(evs)]
+    return out
+
+
 def repeated_events(path: Path, n: int) -> list[tuple[bytes, bytes]]:
     """``n`` (key, value) device payloads: the file's readings, repeated later in time as often as needed.
 
@@ -79,7 +96,7 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], 
 
     from streams.topics import ensure_topics
 
-    await ensure_topics(bootstrap, settings.topics.all_names(), settings)
+    await ensure_topics(bootstrap, sorted({*settings.topics.all_names(), topic}), settings)
     prod = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
     await prod.start()
     t0 = time.perf_counter()
@@ -88,6 +105,30 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], 
             await prod.send(topic, v, key=k)
             if i % 50_000 == 0:
                 log(f"  produced {i:,}/{len(items):,}")
+        await prod.flush()
+    finally:
+        await prod.stop()
+    return time.perf_counter() - t0
+
+
+async def produce_paced(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float) -> float:
+    """Produce ``items`` at ``rate`` per second (in 10 ms steps), as devices reporting live would."""
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await prod.start()
+    t0 = time.perf_counter()
+    sent = 0
+    try:
+        while sent < len(items):
+            due = min(len(items), int((time.perf_counter() - t0) * rate) + 1)
+            while sent < due:
+                k, v = items[sent]
+                await prod.send(topic, v, key=k)
+                sent += 1
+            if sent % max(int(rate) * 10, 1) < max(int(rate) // 100, 1):
+                log(f"  paced: {sent:,}/{len(items):,} sent")
+            await asyncio.sleep(0.01)
         await prod.flush()
     finally:
         await prod.stop()
@@ -128,6 +169,23 @@ def processed(port: int) -> float | None:
     return sum(float(v) for _, v in _METRIC.findall(body))
 
 
+def histogram_quantiles(body: str, name: str, labels: str = "", qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, Any]:
+    """Quantiles of a Prometheus histogram read from a ``/metrics`` body, as the upper bound of the bucket
+    holding each quantile (so "p99 ≤ 0.1 s" is exact about the bucket, not finer)."""
+    buckets: list[tuple[float, float]] = []
+    for line in body.splitlines():
+        if not line.startswith(name + "_bucket{") or (labels and labels not in line):
+            continue
+        le = line.split('le="')[1].split('"')[0]
+        buckets.append((math.inf if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, Any] = {"count": int(total)}
+    for q in qs:
+        out[f"p{round(q * 100)}_le_s"] = next((le for le, c in buckets if c >= q * total), None) if total else None
+    return out
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (MB)."""
     total = 0
@@ -164,8 +222,16 @@ def _children(pid: int) -> list[int]:
 
 
 def measure_workers(
-    settings: Settings, n_workers: int, n: int, log_dir: Path, profile: Path | None, timeout_s: float
+    settings: Settings,
+    n_workers: int,
+    n: int,
+    log_dir: Path,
+    profile: Path | None,
+    timeout_s: float,
+    paced: Any = None,
 ) -> dict[str, Any]:
+    """Start the workers; measure until ``n`` readings are processed. ``paced``: a callable started (in a
+    thread) once every worker is healthy, producing the readings live; latency quantiles are then reported."""
     from ops.brokers import free_port
 
     workers: list[ChildProcess] = []
@@ -182,9 +248,26 @@ def measure_workers(
         child = ChildProcess(f"worker{i}", args, env, log_dir / f"worker{i}.log", wrapper=wrapper)
         workers.append(child)
         ports.append(port)
+    if paced is not None:
+        import threading
+
+        from ops.runtime import http_json
+
+        deadline = time.monotonic() + 120
+        for p in ports:
+            while time.monotonic() < deadline:
+                try:
+                    if http_json(f"http://127.0.0.1:{p}/health")[0] == 200:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.5)
+        time.sleep(3)  # the planner's and the console view's consumers are up too
+        threading.Thread(target=paced, daemon=True).start()
     samples: list[tuple[float, float]] = []
     cpu: list[tuple[float, float]] = []  # (processed, worker CPU s)
     peak_rss = 0.0
+    metrics_bodies: list[str] = []
     t_start = time.monotonic()
     last_change = t_start
     last = -1.0
@@ -206,6 +289,12 @@ def measure_workers(
                     log(f"  processed {total:,.0f}/{n:,} ({total / n:.0%}), RSS {peak_rss:.0f} MB")
             if total >= n or (total > 0 and now - last_change > 30):
                 break
+        for p in ports:
+            try:
+                with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5) as r:
+                    metrics_bodies.append(r.read().decode())
+            except OSError:
+                pass
     finally:
         if profile is not None:  # py-spy writes its profile on SIGINT (the group's SIGTERM would lose it)
             for w in workers:
@@ -223,7 +312,16 @@ def measure_workers(
     c_lo = next((c for v, c in cpu if v >= 0.1 * n), None)
     c_hi = next((c for v, c in cpu if v >= 0.9 * n), None)
     cpu_us = round((c_hi - c_lo) / (0.8 * n) * 1e6, 1) if c_lo is not None and c_hi is not None else None
+    body = "\n".join(metrics_bodies) if n_workers == 1 else ""
+    latency = {
+        "reading_applied": histogram_quantiles(body, "citybrain_processing_latency_seconds"),
+        "window_close_to_state": histogram_quantiles(
+            body, "citybrain_output_latency_seconds", 'output="segment_state"'
+        ),
+        "reading_to_alert": histogram_quantiles(body, "citybrain_output_latency_seconds", 'output="alert"'),
+    }
     return {
+        "latency": latency if body else None,
         "workers": n_workers,
         "events": n,
         "processed": int(done),
@@ -269,6 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument(
+        "--path",
+        choices=["ingest", "events"],
+        default="ingest",
+        help="ingest: raw device payloads (devices producing to Kafka, validated by the worker); events: what "
+        "the MQTT bridge writes (validated, bundled per segment)",
+    )
+    ap.add_argument("--rate", type=float, default=0.0, help="produce live at this many readings/s (latency)")
     ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker (needs `pip install py-spy`)")
     ap.add_argument("--json", type=Path, default=None)
@@ -291,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
         broker = TansuBroker(log_dir=log_dir)
     res: dict[str, Any] = {
+        "path": a.path,
         "machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "engine": a.engine,
         "command": "python -m bench.bench_throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -305,14 +412,30 @@ def main(argv: list[str] | None = None) -> int:
             window={"idle_close_s": 5.0},  # type: ignore[arg-type]
             log_level="warning",
         )
-        topic = settings.topics.name("ingest")
-        log(f"producing {len(items):,} readings to {topic} …")
-        res["produce_s"] = round(asyncio.run(produce(broker.bootstrap, topic, items, settings)), 2)
-        log("raw consumer ceiling …")
-        res["ceiling"] = asyncio.run(ceiling(broker.bootstrap, topic, len(items)))
-        log(f"ceiling {res['ceiling']['events_per_s']:,} events/s; starting {a.workers} worker(s) …")
+        topic = settings.topics.name(a.path)
+        records = as_bundles(items) if a.path == "events" else items
         prof = log_dir / "worker.pyspy.txt" if a.profile else None
-        res["worker"] = measure_workers(settings, a.workers, len(items), log_dir, prof, a.timeout_s)
+        if a.rate > 0:
+            # live: a raw-consumer ceiling on a scratch topic first, then the worker with readings paced in
+            scratch = settings.topics.prefix + "ceiling"
+            asyncio.run(produce(broker.bootstrap, scratch, items[: min(len(items), 100_000)], settings))
+            res["ceiling"] = asyncio.run(ceiling(broker.bootstrap, scratch, min(len(items), 100_000)))
+            res["rate"] = a.rate
+
+            def paced() -> None:
+                res["paced_s"] = round(asyncio.run(produce_paced(broker.bootstrap, topic, records, a.rate)), 1)
+
+            log(f"starting {a.workers} worker(s); then {len(items):,} readings at {a.rate:,.0f}/s to {topic} …")
+            res["worker"] = measure_workers(settings, a.workers, len(items), log_dir, prof, a.timeout_s, paced)
+        else:
+            log(f"producing {len(items):,} readings ({len(records):,} records) to {topic} …")
+            res["produce_s"] = round(asyncio.run(produce(broker.bootstrap, topic, records, settings)), 2)
+            log("raw consumer ceiling …")
+            res["ceiling"] = asyncio.run(ceiling(broker.bootstrap, topic, len(records)))
+            if a.path == "events":  # the ceiling counts readings, not bundles
+                res["ceiling"]["events_per_s"] = round(len(items) / res["ceiling"]["seconds"])
+            log(f"ceiling {res['ceiling']['events_per_s']:,} events/s; starting {a.workers} worker(s) …")
+            res["worker"] = measure_workers(settings, a.workers, len(items), log_dir, prof, a.timeout_s)
     w, c = res["worker"], res["ceiling"]
     if w["sustained_events_per_s"]:
         res["ratio_to_ceiling"] = round(w["sustained_events_per_s"] / c["events_per_s"], 4)

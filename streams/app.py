@@ -49,7 +49,9 @@ class Pipeline:
     console_view: Any = None
     signal_stats: dict[str, int] = field(default_factory=dict)
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
         """Produce pre-serialised bytes to ``topic``; returns the delivery future (await it before acking).
 
         At least once (the default), records go straight to the app's Kafka producer: Faust's topic/channel
@@ -59,9 +61,9 @@ class Pipeline:
         """
         if self.settings.processing_guarantee == "exactly_once":
             return await self.app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw").send(
-                key=key, value=value
+                key=key, value=value, partition=partition
             )
-        return await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+        return await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
 
 
 def device_index(graph: nx.MultiDiGraph) -> dict[str, DeviceInfo]:

@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from streams.records import REASON_CLASSES
 
 KINDS = ("loop", "camera")
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
+)  # fmt: skip
 
 
 @dataclass
@@ -62,6 +64,7 @@ class WorkerMetrics:
     applied: Counter
     rejected: Counter
     latency: Histogram
+    output_latency: Histogram
     windows: Counter
     open_windows: Gauge
     device_faults: Counter
@@ -86,6 +89,14 @@ class WorkerMetrics:
             latency=Histogram(
                 "citybrain_processing_latency_seconds",
                 "From citybrain first receiving a device event to the event applied to its segment window",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            output_latency=Histogram(
+                "citybrain_output_latency_seconds",
+                "From the reading that closed a window (watermark) or decided an alert, as first received by "
+                "citybrain, to Kafka acknowledging the segment state or alert, by output",
+                ["output"],
                 buckets=LATENCY_BUCKETS_S,
                 registry=registry,
             ),
@@ -119,8 +130,10 @@ class WorkerMetrics:
         )
         for k in KINDS:
             m.applied.labels(k)
-        for r in ("late", "duplicate", "clock_skew"):
+        for r in ("late", "duplicate", "clock_skew", "invalid"):
             m.rejected.labels(r)
+        for o in ("segment_state", "alert"):
+            m.output_latency.labels(o)
         for c in ("watermark", "idle", "fill"):
             m.windows.labels(c)
         for st in ("silent", "stuck", "zero", "implausible", "cleared"):

@@ -33,8 +33,16 @@ from prometheus_client import CollectorRegistry
 
 from ops.settings import Settings
 from streams.metrics import IngestMetrics
-from streams.records import DeviceInfo, InvalidEvent, dead_letter, decode_device_payload, encode_event
-from streams.topics import ensure_topics, kafka_client_kwargs
+from streams.records import (
+    BUNDLE_MAX,
+    DeviceInfo,
+    InvalidEvent,
+    bundle_events,
+    dead_letter,
+    decode_device_payload,
+    encode_event,
+)
+from streams.topics import KeyPartitions, ensure_topics, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 QUEUE_MAX = 10_000
@@ -74,6 +82,7 @@ class MqttBridge:
         self._connected = threading.Event()
         self._client: mqtt.Client | None = None
         self.forwarded = 0
+        self._partition_of = KeyPartitions()
         self.dead_lettered = 0
         m = settings.mqtt
         self._prefix = f"{m.topic_root}/{settings.city}/"
@@ -193,6 +202,11 @@ class MqttBridge:
                 await self._ack_done(pending, client, wait=True)
                 await asyncio.sleep(0.005)
                 continue
+            # valid readings go out as one bundle per partition (streams.records.bundle_events); each MQTT message
+            # is acknowledged once the Kafka record holding it is
+            n_parts = len(await producer.partitions_for(events_topic))
+            by_part: dict[int, list[tuple[bytes, _Msg]]] = {}
+            sent: list[tuple[asyncio.Future[Any], list[_Msg]]] = []
             for msg in batch:
                 self.metrics.received.labels("mqtt").inc()
                 kind, dev = self._route(msg.topic)
@@ -205,13 +219,22 @@ class MqttBridge:
                     dl = dead_letter(exc.reason_class, exc.reason, "mqtt", msg.topic, msg.payload)
                     fut = await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps())
                     self.dead_lettered += 1
+                    sent.append((fut, [msg]))
                 else:
                     self.metrics.valid.labels(ev["type"]).inc()
-                    fut = await producer.send(
-                        events_topic, key=ev["segment_id"].encode(), value=encode_event(ev, msg.received_at)
-                    )
+                    part = self._partition_of(ev["segment_id"].encode(), n_parts)
+                    by_part.setdefault(part, []).append((encode_event(ev, msg.received_at), msg))
                     self.forwarded += 1
-                pending.append((fut, msg))
+            for part, items in by_part.items():
+                for i, bundle in enumerate(bundle_events([e for e, _ in items])):
+                    fut = await producer.send(events_topic, value=bundle, partition=part)
+                    sent.append((fut, [m for _, m in items[i * BUNDLE_MAX : (i + 1) * BUNDLE_MAX]]))
+            # MQTT acks go out in arrival order: order the futures by the batch position of their messages
+            order = {id(m): n for n, m in enumerate(batch)}
+            for fut, msgs in sent:
+                for m in msgs:
+                    pending.append((fut, m))
+            pending[-len(batch) :] = sorted(pending[-len(batch) :], key=lambda p: order[id(p[1])])
             await self._ack_done(pending, client, wait=len(pending) > 2000)
 
     async def _ack_done(self, pending: list[tuple[asyncio.Future[Any], _Msg]], client: mqtt.Client, wait: bool) -> None:

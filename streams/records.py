@@ -8,8 +8,12 @@ Device schema v1 is the loop and camera JSON of the SUMO harness (``../shared/ev
 
 ``ts`` is the *end* of the reading's interval, ISO 8601 UTC. Unknown extra fields are ignored (devices may
 add their own); missing or ill-typed known fields reject the payload with a reason. The internal ``events``
-topic carries the validated event as compact JSON with one added field, ``received_at`` (Unix seconds, when
-citybrain first saw it), used for the processing-latency metric.
+topic carries validated events as compact JSON with one added field, ``received_at`` (Unix seconds, when
+citybrain first saw it), used for the processing-latency metric. A message is a *bundle*: a JSON array of
+events that arrived together, all of segments that hash to the message's partition (the partition Kafka's
+default partitioner gives the segment id) — the bridge and the ingest agent group each batch by partition, so a
+worker pays Kafka's and Faust's per-message cost once per bundle, not once per reading. A single JSON object
+is read as a bundle of one.
 """
 
 from __future__ import annotations
@@ -252,10 +256,35 @@ def decode_device_payload(
 
 
 def encode_event(ev: Mapping[str, Any], received_at: float) -> bytes:
-    """The internal ``events`` topic value: validated event + ``received_at`` (Unix s)."""
+    """One event of the internal ``events`` topic: validated event + ``received_at`` (Unix s)."""
     out = dict(ev)
     out["received_at"] = received_at
     return orjson.dumps(out)
+
+
+#: Most events in one ``events`` message (≈ 300 B each: bundles stay far below Kafka's 1 MB message limit).
+BUNDLE_MAX = 500
+
+
+def bundle_events(encoded: list[bytes]) -> list[bytes]:
+    """``events`` topic values for encoded events of one partition: JSON arrays of at most ``BUNDLE_MAX``."""
+    return [b"[" + b",".join(encoded[i : i + BUNDLE_MAX]) + b"]" for i in range(0, len(encoded), BUNDLE_MAX)]
+
+
+def unbundle_events(raw: bytes) -> list[dict[str, Any]]:
+    """The events of one ``events`` topic value (a bundle, or a single event object).
+
+    Raises
+    ------
+    ValueError
+        If the value is not a JSON object or an array of objects (only citybrain writes this topic).
+    """
+    val = orjson.loads(raw)
+    if isinstance(val, dict):
+        return [val]
+    if isinstance(val, list) and all(isinstance(v, dict) for v in val):
+        return val
+    raise ValueError("an events message must be a JSON object or an array of objects")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from ops.settings import Settings
 
@@ -26,6 +27,26 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
         kw["sasl_plain_username"] = k.sasl_username
         kw["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
     return kw
+
+
+class KeyPartitions:
+    """Partition of a key as Kafka's default partitioner picks it (murmur2 of the key bytes), memoised.
+
+    The bridge and the ingest agent send one bundle of readings per *partition* of ``events``; computing the
+    partition exactly as a keyed send would keeps every segment on the partition its table entries and
+    changelog use.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes, n_partitions: int) -> int:
+        p = self._memo.get((key, n_partitions))
+        if p is None:
+            p = (murmur2(key) & 0x7FFFFFFF) % n_partitions
+            if len(self._memo) < 1_000_000:
+                self._memo[(key, n_partitions)] = p
+        return p
 
 
 def bootstrap_of(url: str) -> str:

@@ -1,18 +1,20 @@
 """Agent ``validate-ingest``: device events produced straight to Kafka (topic ``ingest``) get the same
 validation as MQTT ones; valid events go to ``events`` keyed by segment, invalid ones to ``dead-letter``.
 
-Events are taken in batches; every record a batch produced is acknowledged by Kafka before the batch's source
-offsets are, so a crash re-validates (at least once) and never loses a reading.
+Events are taken in batches and forwarded as one bundle per partition (``streams.records.bundle_events``); every
+record a batch produced is acknowledged by Kafka before the batch's source offsets are, so a crash re-validates
+(at least once) and never loses a reading.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
-from streams.records import InvalidEvent, dead_letter, decode_device_payload, encode_event
+from streams.records import InvalidEvent, bundle_events, dead_letter, decode_device_payload, encode_event
+from streams.topics import KeyPartitions
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -28,6 +30,7 @@ def register(pipe: Pipeline) -> None:
     dead_letter_name = settings.topics.name("dead_letter")
     max_bytes = settings.mqtt.max_payload_bytes
     received = metrics.received.labels("kafka")
+    partition_of = KeyPartitions()
 
     @app.agent(topics.ingest, name="validate-ingest")
     async def validate_ingest(stream: Any) -> None:
@@ -36,6 +39,8 @@ def register(pipe: Pipeline) -> None:
             now = time.time()
             futs = []
             valid: Counter[str] = Counter()
+            by_part: dict[int, list[bytes]] = defaultdict(list)
+            n_parts = app.consumer.topic_partitions(events_name) or settings.kafka.partitions
             for event in batch:
                 payload = event.value
                 raw = payload if isinstance(payload, bytes) else bytes(payload or b"")
@@ -47,7 +52,13 @@ def register(pipe: Pipeline) -> None:
                     futs.append(await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps()))
                     continue
                 valid[ev["type"]] += 1
-                futs.append(await pipe.send_raw(events_name, ev["segment_id"].encode(), encode_event(ev, now)))
+                # received = when the device's record reached Kafka (its timestamp), for the latency metrics
+                ts = getattr(event.message, "timestamp", None)
+                rx = float(ts) if isinstance(ts, int | float) and 0 < ts <= now else now
+                by_part[partition_of(ev["segment_id"].encode(), n_parts)].append(encode_event(ev, rx))
+            for part, encoded in by_part.items():
+                for bundle in bundle_events(encoded):
+                    futs.append(await pipe.send_raw(events_name, None, bundle, partition=part))
             for typ, n in valid.items():
                 metrics.valid.labels(typ).inc(n)
             if futs:

@@ -36,7 +36,7 @@ from models.detector_health import assess_window, new_health_state
 from models.incidents import flush_segment, segment_configs_from_graph, segment_summary, update_segment
 from models.incidents import new_segment_state as new_incident_state
 from models.segment_state import estimate_segment_state
-from streams.records import Alert, SegmentState, dead_letter, format_ts
+from streams.records import Alert, SegmentState, dead_letter, format_ts, unbundle_events
 from streams.windowing import ClosedWindow, add_reading, close_windows, new_state, window_end
 
 if TYPE_CHECKING:
@@ -315,20 +315,33 @@ def register(pipe: Pipeline) -> None:
     async def segment_windows(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             now_wall = time.time()
-            by_segment: dict[bytes, list[tuple[dict[str, Any], bytes]]] = defaultdict(list)
-            for event in batch:
-                raw = event.value
-                ev = orjson.loads(raw)
-                key = ev["segment_id"].encode()
-                table.source_partition[key] = event.message.partition
-                by_segment[key].append((ev, raw))
-            writes: list[tuple[bytes, dict[str, Any]]] = []
+            by_segment: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
             futs: list[Any] = []
+            for event in batch:
+                try:
+                    evs = [(ev["segment_id"].encode(), ev) for ev in unbundle_events(event.value)]
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:  # only citybrain writes here
+                    metrics.rejected.labels("invalid").inc()
+                    dl = dead_letter(
+                        "invalid",
+                        f"not a citybrain events message: {exc}",
+                        "window",
+                        events_topic_name,
+                        bytes(event.value or b""),
+                    )
+                    futs.append(await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps()))
+                    continue
+                for key, ev in evs:
+                    table.source_partition[key] = event.message.partition
+                    by_segment[key].append(ev)
+            writes: list[tuple[bytes, dict[str, Any]]] = []
+            latencies: list[tuple[str, float]] = []  # (output, received_at of the reading that caused it)
             for key, items in by_segment.items():
                 state = table.get(key) or new_state()
                 incident_alerts: list[Alert] = []
                 changed = False
-                for ev, raw in items:
+                newest_rx = 0.0
+                for ev in items:
                     reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
                     if reason != "clock_skew":
                         # the stream is flowing (redeliveries after a restart too): track its time and liveness
@@ -339,24 +352,34 @@ def register(pipe: Pipeline) -> None:
                         if ev["ts_s"] > part_time.get(pk, -math.inf):
                             part_time[pk] = float(ev["ts_s"])
                     if reason is not None:
-                        futs.append(await reject(reason, raw))
+                        futs.append(await reject(reason, orjson.dumps(ev)))
                         continue
                     changed = True
                     metrics.applied.labels(ev["type"]).inc()
-                    incident_alerts.extend(detect(state, key.decode(), ev))
                     received = ev.get("received_at")
                     if isinstance(received, int | float):
                         metrics.latency.observe(max(0.0, time.time() - received))
+                        newest_rx = max(newest_rx, float(received))
+                    decided = detect(state, key.decode(), ev)
+                    if decided and newest_rx:
+                        latencies += [("alert", newest_rx)] * len(decided)
+                    incident_alerts.extend(decided)
                 if not changed:
                     if state.get("open"):
                         last_seen.setdefault(key, time.monotonic())  # recovered open windows get closed too
                     continue
                 results = close(state, key, idle=False)
+                if newest_rx:  # a watermark close is caused by the segment's newest reading
+                    latencies += [("segment_state", newest_rx) for r in results if r[2] == "watermark"]
                 last_seen[key] = time.monotonic()
                 futs += await emit(results)
                 futs += await send_alerts(incident_alerts)
                 writes.append((key, state))
             await commit_states(writes, futs)
+            if latencies:  # every output of the batch is acknowledged now
+                acked = time.time()
+                for output, rx in latencies:
+                    metrics.output_latency.labels(output).observe(max(0.0, acked - rx))
 
     @app.timer(w.flush_interval_s, name="window-idle-flush")
     async def window_idle_flush() -> None:

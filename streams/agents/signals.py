@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.signals import DemandEstimator, DemandSnapshot, Recommendation, SignalClock, SignalNetwork, recommend
+from streams.records import unbundle_events
 from streams.topics import bootstrap_of, kafka_client_kwargs
 
 if TYPE_CHECKING:
@@ -41,8 +44,18 @@ _NET: SignalNetwork | None = None  # in the planner process
 
 
 def _init_planner(net: SignalNetwork) -> None:
+    """Planner-process start: keep the network, and exit as soon as the worker that started it is gone (a
+    SIGKILLed worker cannot shut its pool down; an orphaned planner would compute for nobody)."""
     global _NET
     _NET = net
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="planner-parent-watch", daemon=True).start()
 
 
 def _plan(
@@ -109,11 +122,11 @@ def register(pipe: Pipeline) -> None:
                 stream_t = None
                 for msgs in batch.values():
                     for m in msgs:
-                        ev = orjson.loads(m.value or b"{}")
-                        estimator.update(ev)
-                        ts = ev.get("ts_s")
-                        if isinstance(ts, int | float) and (stream_t is None or ts > stream_t):
-                            stream_t = float(ts)
+                        for ev in unbundle_events(m.value or b"[]"):
+                            estimator.update(ev)
+                            ts = ev.get("ts_s")
+                            if isinstance(ts, int | float) and (stream_t is None or ts > stream_t):
+                                stream_t = float(ts)
                 if stream_t is None:
                     continue
                 if next_at is None:

@@ -133,7 +133,9 @@ def consume_until(
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=200)
                 for msgs in batch.values():
-                    records.extend(orjson.loads(m.value or b"null") for m in msgs)
+                    for m in msgs:  # an ``events`` message is a bundle (a JSON array) of readings
+                        v = orjson.loads(m.value or b"null")
+                        records.extend(v if isinstance(v, list) else [v])
                 if predicate(records):
                     return records
         finally:

@@ -27,8 +27,10 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
     sent: list[tuple[str, Any, Any]] = []
     names = {pipe.settings.topics.name(n): n for n in ("events", "dead_letter")}
 
-    async def capture(topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
-        sent.append((names[topic], key, value))
+    async def capture(
+        topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[None]:
+        sent.append((names[topic], key if key is not None else partition, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -54,10 +56,16 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
         await ctx.put(orjson.dumps(good))
         await ctx.put(b"not json at all")
         await ctx.put(orjson.dumps({**good, "detector_id": "loop_elsewhere"}))
-    assert [s[0] for s in sent] == ["events", "dead_letter", "dead_letter"]
-    event = orjson.loads(sent[0][2])
-    assert sent[0][1] == det["segment_id"].encode() and event["count"] == 4 and "received_at" in event
-    dead = [orjson.loads(v) for _, _, v in sent[1:]]
+    # dead letters go out as they are found; valid readings at the end of the batch, one bundle per partition
+    from streams.topics import KeyPartitions
+
+    assert sorted(s[0] for s in sent) == ["dead_letter", "dead_letter", "events"]
+    (bundle,) = [s for s in sent if s[0] == "events"]
+    (event,) = orjson.loads(bundle[2])
+    # the bundle goes to the partition a keyed send of the segment id would (4 partitions by default)
+    assert bundle[1] == KeyPartitions()(det["segment_id"].encode(), pipe.settings.kafka.partitions)
+    assert event["count"] == 4 and "received_at" in event
+    dead = [orjson.loads(v) for n, _, v in sent if n == "dead_letter"]
     assert dead[0]["reason_class"] == "not_json"
     assert dead[1]["reason_class"] == "unknown_device" and "loop_elsewhere" in dead[1]["reason"]
     assert pipe.ingest_metrics.invalid.labels("not_json")._value.get() == 1

@@ -159,3 +159,30 @@ def test_event_encoding_and_timestamps() -> None:
     assert wire["received_at"] == 123.5 and wire["detector_id"] == "loop_mid_B2C2_0"
     assert format_ts(parse_ts("2025-01-06T07:30:00Z")) == "2025-01-06T07:30:00Z"
     assert parse_ts("2025-01-06T07:30:00.250Z") == parse_ts("2025-01-06T07:30:00Z") + 0.25
+
+
+def test_event_bundles_round_trip_split_at_the_limit_and_reject_foreign_values() -> None:
+    from streams.records import BUNDLE_MAX, bundle_events, encode_event, unbundle_events
+
+    evs = [{"segment_id": "A0A1", "detector_id": f"d{i}", "ts_s": 1736150000 + i} for i in range(BUNDLE_MAX + 3)]
+    bundles = bundle_events([encode_event(e, 5.0) for e in evs])
+    assert len(bundles) == 2  # BUNDLE_MAX + 3 readings: one full bundle and one of 3
+    back = [e for b in bundles for e in unbundle_events(b)]
+    assert [e["detector_id"] for e in back] == [e["detector_id"] for e in evs]  # order kept
+    assert all(e["received_at"] == 5.0 for e in back)
+    assert unbundle_events(encode_event(evs[0], 1.0))[0]["detector_id"] == "d0"  # a single event is a bundle of one
+    for bad in (b"[1, 2]", b'"text"', b"not json"):
+        with pytest.raises(ValueError):
+            unbundle_events(bad)
+
+
+def test_bundle_partitions_are_those_of_a_keyed_send() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.topics import KeyPartitions
+
+    part = KeyPartitions()
+    for n in (1, 3, 4, 12):
+        for i in range(300):
+            key = f"seg-{i}-{n}".encode()
+            assert part(key, n) == DefaultPartitioner()(key, list(range(n)), list(range(n)))
