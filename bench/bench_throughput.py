@@ -374,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         help="ingest: raw device payloads (devices producing to Kafka, validated by the worker); events: what "
         "the MQTT bridge writes (validated, bundled per segment)",
     )
+    ap.add_argument("--events-file", type=Path, default=None, help="device readings (JSONL); default: harness/sim")
+    ap.add_argument("--network", type=Path, default=None, help="the readings' network (with --events-file)")
     ap.add_argument("--rate", type=float, default=0.0, help="produce live at this many readings/s (latency)")
     ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker (needs `pip install py-spy`)")
@@ -381,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=900.0)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    events_path, network = events_source(a.out)
+    events_path, network = (a.events_file, a.network) if a.events_file else events_source(a.out)
     log(f"events: {events_path} (×{a.events:,})")
     items = repeated_events(events_path, a.events)
     run = uuid.uuid4().hex[:6]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
+from faust.serializers import codecs
 
 from models.congestion import estimate_window, segment_models_from_graph
 from models.detector_health import assess_window, new_health_state
@@ -45,6 +46,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class OrjsonCodec(codecs.Codec):  # type: ignore[misc]
+    """Table values as JSON via orjson: a segment's state is ≈ 6–8 kB and is written once per batch that touched
+    it; stdlib json took ≈ 113 µs per write, orjson ≈ 15 µs. Same JSON (non-string keys become strings, as
+    with json); states never hold non-finite floats (readings are validated finite), which orjson would write as
+    null."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+    def _loads(self, s: bytes) -> Any:
+        return orjson.loads(s)
+
+
+ORJSON_CODEC = "cb-orjson"
+codecs.register(ORJSON_CODEC, OrjsonCodec())
+
+
 class SegmentTable(faust.Table):  # type: ignore[misc]
     """A table whose changelog partition is the partition the key's events arrived on.
 
@@ -56,6 +74,7 @@ class SegmentTable(faust.Table):  # type: ignore[misc]
 
     def __init__(self, *args: Any, n_partitions: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.value_serializer = ORJSON_CODEC  # before the changelog topic is made (lazily, on first use)
         self.source_partition: dict[bytes, int] = {}
         self._n_partitions = n_partitions
 
@@ -71,6 +90,8 @@ def _default_partition(key: bytes, n: int) -> int:
 
 
 _PARTITIONER = DefaultPartitioner()
+
+
 DEFAULT_SEGMENT = {"length_m": 300.0, "lanes": 1, "speed_limit_kmh": 50.0}
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05

@@ -56,6 +56,10 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
         await ctx.put(orjson.dumps(good))
         await ctx.put(b"not json at all")
         await ctx.put(orjson.dumps({**good, "detector_id": "loop_elsewhere"}))
+        for _ in range(100):  # the agent takes batches (up to 50 ms): wait for the third output
+            if len(sent) >= 3:
+                break
+            await asyncio.sleep(0.05)
     # dead letters go out as they are found; valid readings at the end of the batch, one bundle per partition
     from streams.topics import KeyPartitions
 
