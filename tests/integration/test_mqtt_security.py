@@ -137,6 +137,11 @@ def device_client(mq: Any, ca: Path | None, user: str | None, password: str | No
     return c, result[0]
 
 
+def flat(records: list[Any]) -> list[dict[str, Any]]:
+    """Readings of ``events`` records: one reading each, or a bundle (JSON array) of readings."""
+    return [r for rec in records for r in (rec if isinstance(rec, list) else [rec])]
+
+
 def wait_log(child: ChildProcess, needle: str, timeout_s: float = 45.0) -> str:
     """Wait until ``needle`` is in the child's log; return the log. Fails (with the log tail) on timeout or exit."""
     deadline = time.monotonic() + timeout_s
@@ -195,11 +200,13 @@ def test_bridge_forwards_over_tls_with_password(brokers: Brokers, secure_mqtt: A
         dev.disconnect()
         dev.loop_stop()
         got = consume_until(
-            brokers.bootstrap, s.topics.name("events"), lambda rs: len(rs) >= len(readings), timeout_s=60
+            brokers.bootstrap, s.topics.name("events"), lambda rs: len(flat(rs)) >= len(readings), timeout_s=60
         )
         _, body = http_json(f"http://127.0.0.1:{bridge.web_port}/health")  # type: ignore[attr-defined]
         log = bridge.log_path.read_text(errors="replace")
-    assert sorted((g["detector_id"], g["ts"]) for g in got) == sorted((r["detector_id"], r["ts"]) for r in readings)
+    assert sorted((g["detector_id"], g["ts"]) for g in flat(got)) == sorted(
+        (r["detector_id"], r["ts"]) for r in readings
+    )
     assert body["forwarded"] == len(readings) and body["dead_lettered"] == 0
     assert "MQTT connected" in log
     assert BRIDGE_PW not in log
