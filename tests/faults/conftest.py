@@ -221,7 +221,7 @@ def group_lag(s: Settings, which: str = "events") -> dict[int, tuple[int, int]]:
     async def run() -> dict[int, tuple[int, int]]:
         topic = s.topics.name(which)
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_of(s.kafka.brokers), **kafka_client_kwargs(s))
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_of(s.kafka.brokers), **kafka_client_kwargs(s))
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_of(s.kafka.brokers), **kafka_client_kwargs(s))
         await admin.start()
         await consumer.start()
         try:

@@ -91,8 +91,12 @@ def test_two_workers_one_killed(brokers: Brokers, tmp_path: Path, record: Callab
         try:
             acc = account(s, len(events), expected_windows())
         except AssertionError as exc:
+            from aiokafka.partitioner import DefaultPartitioner
+
+            parts = {seg: DefaultPartitioner()(seg.encode(), [0, 1, 2, 3], [0, 1, 2, 3]) for seg in SEGMENTS}
             raise AssertionError(
-                f"{exc}\nevents (committed, end) by partition: {group_lag(s)}; A's health: {health_of(a)}"
+                f"{exc}\nevents (committed, end) by partition: {group_lag(s)}; segment → partition: {parts}; "
+                f"B held {b_parts} partitions; A's health: {health_of(a)}"
             ) from None
         alerts = read_topic(s, "alerts", timeout_s=30, idle_s=1)
         alog = a.log_path.read_text(errors="replace")
