@@ -185,6 +185,14 @@ class Accounting:
         return sum(len(recs) - 1 for recs in self.states.values())
 
 
+class WindowsLost(AssertionError):
+    """Windows that never came (``missing``: their ``state_id``)."""
+
+    def __init__(self, message: str, missing: set[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 def account(s: Settings, n_events: int, windows: set[str], timeout_s: float = 120.0, **kw: Any) -> Accounting:
     """Read ``segment-state`` until every window of ``windows`` is there, and the dead letters; see
     :class:`Accounting`. Fails with the missing windows when some never come."""
@@ -200,9 +208,10 @@ def account(s: Settings, n_events: int, windows: set[str], timeout_s: float = 12
         states = read_topic(s, "segment_state", done, timeout_s=timeout_s, **kw)
     except AssertionError:
         dead = read_topic(s, "dead_letter", timeout_s=10, idle_s=1, **kw)
-        raise AssertionError(
+        raise WindowsLost(
             f"windows lost: {sorted(windows - seen)[:10]} ({len(windows - seen)}); "
-            f"dead letters: {[d['reason_class'] for d in dead][:20]}"
+            f"dead letters: {[d['reason_class'] for d in dead][:20]}",
+            windows - seen,
         ) from None
     dead = read_topic(s, "dead_letter", timeout_s=20, idle_s=1, **kw)
     acc = Accounting(n_events, dead_reasons=[d["reason_class"] for d in dead])
