@@ -23,7 +23,12 @@ _SHARED: list[Any] = [
 def logging_dict_config(level: str, fmt: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` routing stdlib logs through structlog's formatter."""
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(
+            colors=False,  # tracebacks without locals: a local can be a whole road network
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     )
     return {
         "version": 1,

@@ -145,6 +145,10 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
+    # Faust throttles stream consumption whenever more than 100 table-changelog records wait to be produced
+    # (ProducerBuffer.max_messages); a batch touching a few hundred segments writes that many at once, so the
+    # default stalled every batch. Kafka's own producer limits still apply.
+    app.producer.buffer.max_messages = 10_000
     t = settings.topics
     topics = Topics(
         ingest=app.topic(t.name("ingest"), key_type=bytes, value_type=bytes, value_serializer="raw"),

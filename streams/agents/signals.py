@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -167,6 +168,10 @@ def register(pipe: Pipeline) -> None:
                         await plan_loop()
                     except asyncio.CancelledError:
                         raise
+                    except BrokenProcessPool:  # the planner process died (killed, out of memory): start anew
+                        log.warning("signal planner process ended; starting a new one in 5 s")
+                        pool.clear()
+                        await asyncio.sleep(5)
                     except Exception:
                         log.exception("signal planner failed; restarting in 5 s")
                         await asyncio.sleep(5)
