@@ -2,31 +2,34 @@
 
 1. **models** — per-event cost of validation, windowing and incident detection, per-window cost of detector
    health + congestion estimate (µs), on the events file;
-2. **ceiling** — a raw aiokafka consumer decoding the same JSON from the embedded broker (events/s);
-3. **end to end** — ``citybrain replay`` through Kafka (devices producing to Kafka) and through MQTT (bridge):
-   sustained events/s, worker peak RSS, and the worker's processing-latency percentiles;
-4. **simulator** — ``bench.bench_sim`` (detector readings per second against real time).
+2. **throughput** (``bench.bench_throughput``) — sustained events/s of one worker with every agent on, readings
+   produced before it starts: devices producing to Kafka (``ingest``, validated by the worker) and behind MQTT
+   bridges (validated bundles on ``events``), each with a raw aiokafka consumer's rate on the same topic (the
+   ceiling), worker CPU µs per reading and peak RSS;
+3. **latency** — readings produced live at 1,000/s on Apache Kafka: reading → applied, window close → segment
+   state acknowledged, decisive reading → alert acknowledged (p50/p99, histogram bucket bounds);
+4. **scale** — 1 worker vs 2 workers on Apache Kafka; a 10,440-segment city (peak RSS);
+5. **end to end via MQTT** — ``citybrain replay --via mqtt`` (devices → MQTT → bridge → Kafka → worker);
+6. **simulator** — ``bench.bench_sim`` (detector readings per second against real time).
 
-Events: the SUMO harness's normal run when present (``$SUMO_OUT/normal/events.jsonl``), else a simulated hour
-of the demo city. Prints a markdown table with the command and machine; ``--json`` keeps the figures.
+Apache Kafka runs need Java 17 (the jars come from Maven Central; ``ops/kafka/pom.xml``) and are skipped
+without it. Events: the SUMO harness's normal run when present (``$SUMO_OUT/normal/events.jsonl``), else a
+simulated hour of the demo city. Prints a markdown table with the command and machine; ``--json`` keeps the
+figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS_NET = ROOT.parent / "shared" / "eval" / "sumo" / "scenario" / "network.json"
@@ -99,39 +102,6 @@ def bench_models(events_path: Path, network: Path | None) -> dict[str, float]:
     }
 
 
-async def raw_ceiling(events_path: Path) -> dict[str, Any]:
-    """Produce the events to a fresh topic on the embedded broker, then time a raw consumer decoding JSON."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    from ops.brokers import TansuBroker
-
-    raw = [ln for ln in events_path.read_bytes().splitlines() if ln.strip()]
-    with TansuBroker() as kafka:
-        topic = f"ceiling-{uuid.uuid4().hex[:6]}"
-        prod = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=20, max_batch_size=256 * 1024)
-        await prod.start()
-        for r in raw:
-            await prod.send(topic, r, key=orjson.loads(r)["segment_id"].encode())
-        await prod.flush()
-        await prod.stop()
-        cons = AIOKafkaConsumer(
-            topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-        )
-        await cons.start()
-        n, t0, t_first = 0, time.perf_counter(), None
-        while n < len(raw) and time.perf_counter() - t0 < 120:
-            batch = await cons.getmany(timeout_ms=500, max_records=10000)
-            for msgs in batch.values():
-                if t_first is None:
-                    t_first = time.perf_counter()
-                for m in msgs:
-                    orjson.loads(m.value or b"null")
-                    n += 1
-        dt = time.perf_counter() - (t_first or t0)
-        await cons.stop()
-    return {"events": n, "seconds": round(dt, 2), "events_per_s": round(n / dt)}
-
-
 def replay(events_path: Path, network: Path | None, via: str, out: Path) -> dict[str, Any]:
     cmd = [
         str(ROOT / ".venv/bin/citybrain"),
@@ -151,11 +121,64 @@ def replay(events_path: Path, network: Path | None, via: str, out: Path) -> dict
     return dict(json.loads(res.stdout))
 
 
+def throughput(name: str, args: list[str], out: Path) -> dict[str, Any] | None:
+    """One ``bench.bench_throughput`` run; None (with the reason logged) when it cannot run here."""
+    path = out / f"throughput_{name}.json"
+    cmd = [sys.executable, "-m", "bench.bench_throughput", *args, "--json", str(path)]
+    log("$ python -m bench.bench_throughput " + " ".join(args))
+    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        log(f"  {name}: failed ({res.returncode}): {res.stderr[-1500:]}")
+        return None
+    return dict(json.loads(path.read_text()))
+
+
+def city_10k(out: Path) -> tuple[Path, Path, int]:
+    """A 98 × 26 grid (10,440 segments, 30,824 detectors, 2,548 signals) and 5 simulated minutes of it."""
+    import roadnet
+
+    net, events = out / "grid10k.json", out / "grid10k_events.jsonl"
+    if not net.exists():
+        net.write_text(json.dumps(roadnet.dump_trafficnet(roadnet.grid_city(98, 26, lanes=1))))
+    if not events.exists():
+        subprocess.run(
+            [
+                *(str(ROOT / ".venv/bin/citybrain"), "simulate", "--network", str(net), "--duration-s", "300"),
+                *("--publish", "file", "--out", str(events)),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return net, events, sum(1 for _ in events.open("rb"))
+
+
+def java_available() -> bool:
+    from ops.real_brokers import ApacheKafkaBroker
+
+    try:
+        ApacheKafkaBroker.java()
+    except Exception as exc:  # no Java 17: the Apache Kafka rows are skipped
+        log(f"no Java for Apache Kafka ({exc}): skipping its rows")
+        return False
+    return True
+
+
+def _fmt(x: Any, unit: str = "") -> str:
+    return "–" if x is None else f"{x:,}{unit}"
+
+
+def _lat(q: dict[str, Any] | None) -> str:
+    if not q or not q.get("count"):
+        return "–"
+    return f"p50 ≤ {q['p50_le_s'] * 1000:.0f} ms, p99 ≤ {q['p99_le_s'] * 1000:.0f} ms ({q['count']:,})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-sim", action="store_true")
+    ap.add_argument("--skip-kafka", action="store_true", help="no Apache Kafka rows (latency, 2 workers)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     events_path, network = events_source(a.out)
@@ -163,11 +186,24 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"}
     log("models …")
     res["models"] = bench_models(events_path, network)
-    log("raw consumer ceiling …")
-    res["ceiling"] = asyncio.run(raw_ceiling(events_path))
-    for via in ("kafka", "mqtt"):
-        log(f"end to end via {via} …")
-        res[f"replay_{via}"] = replay(events_path, network, via, a.out)
+    src = ["--events-file", str(events_path)] + (["--network", str(network)] if network else [])
+    res["ingest"] = throughput("ingest", ["--events", "100000", *src], a.out)
+    res["events"] = throughput("events", ["--events", "100000", "--path", "events", *src], a.out)
+    if not a.skip_kafka and java_available():
+        res["live_kafka"] = throughput(
+            "live_kafka", ["--engine", "kafka", "--events", "30000", "--rate", "1000", *src], a.out
+        )
+        res["kafka_w1"] = throughput("kafka_w1", ["--engine", "kafka", "--events", "100000", *src], a.out)
+        res["kafka_w2"] = throughput(
+            "kafka_w2", ["--engine", "kafka", "--workers", "2", "--events", "100000", *src], a.out
+        )
+    log("a 10,440-segment city …")
+    net10k, ev10k, n10k = city_10k(a.out)
+    res["city_10k"] = throughput(
+        "city_10k", ["--events", str(n10k), "--events-file", str(ev10k), "--network", str(net10k)], a.out
+    )
+    log("end to end via MQTT …")
+    res["replay_mqtt"] = replay(events_path, network, "mqtt", a.out)
     if not a.skip_sim:
         log("simulator …")
         sim = subprocess.run(
@@ -178,33 +214,84 @@ def main(argv: list[str] | None = None) -> int:
         )
         res["simulator"] = json.loads((a.out / "sim.json").read_text())
         log(sim.stdout[-500:])
-    m, c = res["models"], res["ceiling"]
-    rk, rm = res["replay_kafka"], res["replay_mqtt"]
-    rows = [
+    m = res["models"]
+    rows: list[tuple[str, str, str]] = []
+
+    def tp_row(label: str, r: dict[str, Any] | None) -> None:
+        if r is None:
+            rows.append((label, "not run", ""))
+            return
+        w, c = r["worker"], r["ceiling"]
+        rate = w["sustained_events_per_s"]
+        rows.append(
+            (
+                label,
+                f"{_fmt(rate)} events/s",
+                f"{_fmt(w['cpu_us_per_event'])} µs CPU per reading; peak RSS {w['peak_rss_mb']:.0f} MB; "
+                f"ceiling {c['events_per_s']:,} events/s ({rate / c['events_per_s']:.1%})"
+                if rate
+                else "",
+            )
+        )
+
+    tp_row(
+        "one worker, devices producing to Kafka (`ingest` → validate → windows → models → outputs), Tansu",
+        res["ingest"],
+    )
+    tp_row("one worker behind MQTT bridges (validated bundles on `events`), Tansu", res["events"])
+    live = res.get("live_kafka")
+    if live:
+        lat = live["worker"]["latency"] or {}
+        rows.append(
+            ("latency at 1,000 readings/s live, Apache Kafka: reading → applied", _lat(lat.get("reading_applied")), "")
+        )
+        rows.append(
+            ("… window close (watermark) → segment state acknowledged", _lat(lat.get("window_close_to_state")), "")
+        )
+        rows.append(("… decisive reading → alert acknowledged", _lat(lat.get("reading_to_alert")), ""))
+    w1, w2 = res.get("kafka_w1"), res.get("kafka_w2")
+    if w1 and w2:
+        r1, r2 = w1["worker"]["sustained_events_per_s"], w2["worker"]["sustained_events_per_s"]
+        rows.append(
+            (
+                "2 workers vs 1 (devices producing to Kafka), Apache Kafka",
+                f"{_fmt(r2)} vs {_fmt(r1)} events/s ({r2 / r1:.2f}×)" if r1 and r2 else "–",
+                f"CPU used: {w2['worker']['cpu_utilisation']} vs {w1['worker']['cpu_utilisation']} cores of "
+                f"{os.cpu_count()}",
+            )
+        )
+    c10 = res.get("city_10k")
+    if c10:
+        w = c10["worker"]
+        rows.append(
+            (
+                "10,440-segment city (98 × 26 grid, 30,824 detectors, 2,548 signals), Tansu",
+                f"peak RSS {w['peak_rss_mb']:.0f} MB",
+                f"worker + planner process; {_fmt(w['sustained_events_per_s'])} events/s over {w['events']:,} readings",
+            )
+        )
+    rm = res["replay_mqtt"]
+    rows.append(
         (
-            "end to end via Kafka (ingest → validate → windows → health/estimate/incidents → outputs)",
-            f"{rk['events_per_s']:,} events/s",
-            f"{rk['events']:,} events, worker peak RSS {rk.get('worker_rss_mb', '?')} MB",
-        ),
-        (
-            "end to end via MQTT (bridge → Kafka → worker)",
+            "end to end via MQTT (`citybrain replay --via mqtt`: MQTT → bridge → Kafka → worker), Tansu",
             f"{rm['events_per_s']:,} events/s",
-            f"worker peak RSS {rm.get('worker_rss_mb', '?')} MB",
-        ),
-        (
-            "raw aiokafka consumer decoding JSON (ceiling)",
-            f"{c['events_per_s']:,} events/s",
-            f"ratio via Kafka: {rk['events_per_s'] / c['events_per_s']:.1%}",
-        ),
-        ("validation (per event)", f"{m['validate_us_per_event']} µs", ""),
-        ("windowing (per event)", f"{m['window_us_per_event']} µs", ""),
-        ("incident detection (per event)", f"{m['incident_us_per_event']} µs", ""),
+            f"{rm['events']:,} readings incl. start-up and the final idle close; worker peak RSS "
+            f"{rm.get('worker_rss_mb', '?')} MB",
+        )
+    )
+    rows += [
+        ("validation (per reading)", f"{m['validate_us_per_event']} µs", ""),
+        ("windowing (per reading)", f"{m['window_us_per_event']} µs", ""),
+        ("incident detection (per reading)", f"{m['incident_us_per_event']} µs", ""),
         (
             "detector health + congestion estimate (per segment-window)",
             f"{m['health_and_estimate_us_per_window']} µs",
             f"{m['windows']:,} windows",
         ),
     ]
+    sim_res = res.get("simulator")
+    if sim_res:
+        rows.append(("simulator", "see `python -m bench.bench_sim`", json.dumps(sim_res)[:200]))
     print(f"\nmachine: {res['machine']}; command: make bench (python -m bench.bench_pipeline)\n")
     print("| what | figure | notes |\n|---|---|---|")
     for r in rows:

@@ -52,19 +52,21 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def as_bundles(items: list[tuple[bytes, bytes]], per_batch: int = 500) -> list[tuple[bytes, bytes]]:
+def as_bundles(items: list[tuple[bytes, bytes]], n_partitions: int, per_batch: int = 500) -> list[tuple[int, bytes]]:
     """What the MQTT bridge writes to ``events`` for these readings: per batch of ``per_batch`` arrivals, one
-    bundle of validated events per segment (``received_at`` = now)."""
+    bundle of validated events per partition (``received_at`` = now), as (partition, value)."""
     from streams.records import bundle_events, encode_event
+    from streams.topics import KeyPartitions
 
-    out: list[tuple[bytes, bytes]] = []
+    part_of = KeyPartitions()
+    out: list[tuple[int, bytes]] = []
     for i in range(0, len(items), per_batch):
-        by_seg: dict[bytes, list[bytes]] = {}
+        by_part: dict[int, list[bytes]] = {}
         for k, v in items[i : i + per_batch]:
             ev = orjson.loads(v)
             ev["ts_s"] = _epoch(ev["ts"])
-            by_seg.setdefault(k, []).append(encode_event(ev, time.time()))
-        out += [(k, b) for k, evs in by_seg.items() for b in bundle_events(evs)]
+            by_part.setdefault(part_of(k, n_partitions), []).append(encode_event(ev, time.time()))
+        out += [(p, b) for p, evs in by_part.items() for b in bundle_events(evs)]
     return out
 
 
@@ -91,7 +93,8 @@ def repeated_events(path: Path, n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], settings: Settings) -> float:
+async def produce(bootstrap: str, topic: str, items: list[tuple[Any, bytes]], settings: Settings) -> float:
+    """Produce (key, value) items, or (partition, value) when the first element is an int (bundles)."""
     from aiokafka import AIOKafkaProducer
 
     from streams.topics import ensure_topics
@@ -102,7 +105,10 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], 
     t0 = time.perf_counter()
     try:
         for i, (k, v) in enumerate(items):
-            await prod.send(topic, v, key=k)
+            if isinstance(k, int):
+                await prod.send(topic, v, partition=k)
+            else:
+                await prod.send(topic, v, key=k)
             if i % 50_000 == 0:
                 log(f"  produced {i:,}/{len(items):,}")
         await prod.flush()
@@ -111,7 +117,7 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], 
     return time.perf_counter() - t0
 
 
-async def produce_paced(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float) -> float:
+async def produce_paced(bootstrap: str, topic: str, items: list[tuple[Any, bytes]], rate: float) -> float:
     """Produce ``items`` at ``rate`` per second (in 10 ms steps), as devices reporting live would."""
     from aiokafka import AIOKafkaProducer
 
@@ -124,7 +130,10 @@ async def produce_paced(bootstrap: str, topic: str, items: list[tuple[bytes, byt
             due = min(len(items), int((time.perf_counter() - t0) * rate) + 1)
             while sent < due:
                 k, v = items[sent]
-                await prod.send(topic, v, key=k)
+                if isinstance(k, int):
+                    await prod.send(topic, v, partition=k)
+                else:
+                    await prod.send(topic, v, key=k)
                 sent += 1
             if sent % max(int(rate) * 10, 1) < max(int(rate) // 100, 1):
                 log(f"  paced: {sent:,}/{len(items):,} sent")
@@ -415,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level="warning",
         )
         topic = settings.topics.name(a.path)
-        records = as_bundles(items) if a.path == "events" else items
+        records = as_bundles(items, a.partitions) if a.path == "events" else items
         prof = log_dir / "worker.pyspy.txt" if a.profile else None
         if a.rate > 0:
             # live: a raw-consumer ceiling on a scratch topic first, then the worker with readings paced in
