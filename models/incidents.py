@@ -139,8 +139,9 @@ LEARN_MAX_EVIDENCE = 2.0
 H_RAISE = 7.0
 #: Evidence that raises early when evidence independent of the loops agrees (camera hint, slow vehicles).
 H_FAST = 5.0
-#: Camera evidence of one halting vehicle at a clear position (a hint), nats.
-C_HINT = 2.0
+#: Camera evidence of one halting vehicle where the queue should have been served (a hint), nats: ln(0.95 / 0.15)
+#: = 1.85 just after a long green (``P_QUEUE_AFTER_GREEN``), up to ``CAMERA_LLR_CAP`` later in green.
+C_HINT = 1.5
 #: Camera-only evidence needed to raise an incident with unknown lane, nats.
 H_CAMERA_ONLY = 7.0
 #: Raise on exact-zero starvation only once a dead loop is ruled out (False trades fault safety for speed).

@@ -17,9 +17,13 @@ from typing import Any
 import pytest
 
 from models.incidents import (
+    C_HINT,
     CLEARED,
     FAULT,
     INCIDENT,
+    P_QUEUE_AFTER_GREEN,
+    P_QUEUE_RED,
+    P_STALL_QUEUE,
     SILENT,
     STUCK,
     SUSPECTED,
@@ -243,6 +247,33 @@ def test_blocked_lane_raises_within_150_s(configs: dict[str, dict[str, Any]]) ->
     assert d["delay_s_per_veh"] >= 0.0
     assert "loop_mid_1" in d["evidence"]["detectors"]
     assert not [x for x in out if x["type"] == FAULT]  # the empty loop is not called broken
+
+
+@pytest.mark.parametrize(("offset_s", "hint"), [(-15.0, True), (30.0, False)])
+def test_halting_vehicle_just_after_a_long_green_is_a_camera_hint(
+    configs: dict[str, dict[str, Any]], offset_s: float, hint: bool
+) -> None:
+    """One halting vehicle in the zone within 5 s after a 42-s green (the queue was served: prior
+    ``P_QUEUE_AFTER_GREEN``) is a camera hint on its own; the same reading at the start of green (a red-light
+    queue is expected) is no evidence."""
+    cfg = json.loads(json.dumps(configs[SEG]))
+    cfg["signal"]["offset_s"] = offset_s  # camera at cycle position 45 s (just after green) or 0 s (start)
+    state = new_segment_state(cfg)
+    ts = T0 + 30
+    for t in (T0, ts):  # two loop steps (the camera's first reading only sets its clock)
+        for i in (0, 1):
+            for role in ("mid", "sto"):
+                ev = {"type": "loop", "detector_id": f"loop_{role}_{i}", "segment_id": SEG, "ts": format_ts(t)}
+                c = 1 + (t - T0) // 30  # a new reading each step (a repeated one is not trusted)
+                update_segment(cfg, state, {**ev, "interval_s": 30, "count": c, "occupancy": 0.03, "speed_kmh": 45.0})
+    cam = {"type": "camera", "camera_id": "cam", "segment_id": SEG, "ts": format_ts(ts), "interval_s": 60}
+    cam.update({"count_total": 2, "queue_len_veh": 1, "queue_max_veh": 1, "occupancy": 0.02, "speed_kmh": 30.0})
+    update_segment(cfg, state, cam)
+    if hint:
+        assert state["C"] == pytest.approx(math.log(P_STALL_QUEUE / P_QUEUE_AFTER_GREEN), abs=1e-6)
+        assert state["C"] >= C_HINT
+    else:
+        assert P_QUEUE_RED >= 0.5 and state["C"] == 0.0
 
 
 def test_blocked_lane_without_camera_is_confirmed_by_conservation(configs: dict[str, dict[str, Any]]) -> None:
