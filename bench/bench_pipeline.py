@@ -289,9 +289,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['windows']:,} windows",
         ),
     ]
-    sim_res = res.get("simulator")
-    if sim_res:
-        rows.append(("simulator", "see `python -m bench.bench_sim`", json.dumps(sim_res)[:200]))
+    for sr in res.get("simulator") or []:
+        rows.append(
+            (
+                f"simulator, one core: {sr['network']} ({sr['detectors']:,} detectors)",
+                f"{sr['readings_per_s']:,.0f} readings/s",
+                f"≈ {sr['realtime_detectors']:,.0f} detectors at their reporting interval in real time",
+            )
+        )
     print(f"\nmachine: {res['machine']}; command: make bench (python -m bench.bench_pipeline)\n")
     print("| what | figure | notes |\n|---|---|---|")
     for r in rows:
