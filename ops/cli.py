@@ -291,6 +291,28 @@ def replay(
         raise typer.Exit(1)
 
 
+def make_publisher(publish: str, out: Path, s: Settings) -> Any:
+    """The device publisher for ``--publish file|mqtt|kafka`` (simulate, sumo-twin); exits 2 with the setting
+    to fix when the broker it needs is not configured."""
+    from sensors_sim.publish import JsonlPublisher, KafkaPublisher, MqttPublisher
+    from streams.topics import bootstrap_of
+
+    if publish == "file":
+        return JsonlPublisher(out)
+    if publish == "mqtt":
+        if not s.mqtt.host:
+            typer.echo("set CITYBRAIN_MQTT__HOST/PORT", err=True)
+            raise typer.Exit(2)
+        return MqttPublisher(s.mqtt.host, s.mqtt.port, s.city, topic_root=s.mqtt.topic_root)
+    if publish == "kafka":
+        if not s.kafka.brokers:
+            typer.echo("set CITYBRAIN_KAFKA__BROKERS", err=True)
+            raise typer.Exit(2)
+        return KafkaPublisher(bootstrap_of(s.kafka.brokers), s.topics.name("ingest"))
+    typer.echo("--publish must be mqtt, kafka or file", err=True)
+    raise typer.Exit(2)
+
+
 @app.command()
 def simulate(
     network: Annotated[Path | None, typer.Option(help="traffic-net/1.0 JSON; default: the generated demo city")] = None,
@@ -314,29 +336,12 @@ def simulate(
 ) -> None:
     """Simulate the network's loop detectors and cameras and publish their events like real devices."""
     from ops.runtime import load_network
-    from sensors_sim.publish import JsonlPublisher, KafkaPublisher, MqttPublisher
     from sensors_sim.run import simulate as run_sim
     from sensors_sim.scenario import load_scenario
-    from streams.topics import bootstrap_of
 
     s = _settings()
     graph = load_network(network or s.network)
-    pub: Any
-    if publish == "file":
-        pub = JsonlPublisher(out)
-    elif publish == "mqtt":
-        if not s.mqtt.host:
-            typer.echo("set CITYBRAIN_MQTT__HOST/PORT", err=True)
-            raise typer.Exit(2)
-        pub = MqttPublisher(s.mqtt.host, s.mqtt.port, s.city, topic_root=s.mqtt.topic_root)
-    elif publish == "kafka":
-        if not s.kafka.brokers:
-            typer.echo("set CITYBRAIN_KAFKA__BROKERS", err=True)
-            raise typer.Exit(2)
-        pub = KafkaPublisher(bootstrap_of(s.kafka.brokers), s.topics.name("ingest"))
-    else:
-        typer.echo("--publish must be mqtt, kafka or file", err=True)
-        raise typer.Exit(2)
+    pub = make_publisher(publish, out, s)
     t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
     last = [0.0]
 

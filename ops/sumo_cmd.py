@@ -108,8 +108,7 @@ def sumo_twin(
     except ImportError as exc:
         typer.echo(f"citybrain sumo-twin: {exc}", err=True)
         raise typer.Exit(2) from None
-    from sensors_sim.publish import JsonlPublisher, KafkaPublisher, MqttPublisher
-    from streams.topics import bootstrap_of
+    from ops.cli import make_publisher
 
     if sumocfg is None and net is None:
         typer.echo("give --sumocfg (or --net with --routes)", err=True)
@@ -117,22 +116,7 @@ def sumo_twin(
     s = _settings()
     t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
     twin = SumoTwin(sumocfg, net=net, routes=routes or [], network=network, start=t0, backend=backend, seed=seed)
-    pub: Any
-    if publish == "file":
-        pub = JsonlPublisher(out)
-    elif publish == "mqtt":
-        if not s.mqtt.host:
-            typer.echo("set CITYBRAIN_MQTT__HOST/PORT", err=True)
-            raise typer.Exit(2)
-        pub = MqttPublisher(s.mqtt.host, s.mqtt.port, s.city, topic_root=s.mqtt.topic_root)
-    elif publish == "kafka":
-        if not s.kafka.brokers:
-            typer.echo("set CITYBRAIN_KAFKA__BROKERS", err=True)
-            raise typer.Exit(2)
-        pub = KafkaPublisher(bootstrap_of(s.kafka.brokers), s.topics.name("ingest"))
-    else:
-        typer.echo("--publish must be mqtt, kafka or file", err=True)
-        raise typer.Exit(2)
+    pub = make_publisher(publish, out, s)
     sub = recommendation_subscriber(s) if apply_recommendations else None
     inbox = sub.inbox if sub is not None else None
     last = [0.0]
