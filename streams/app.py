@@ -167,7 +167,7 @@ def build_app(
         devices=device_index(graph),
         segments=segment_index(graph),
     )
-    from streams import console_web, lag, web
+    from streams import console_web, lag, stall, web
     from streams.agents import city, ingest, segment_state, signals, webhooks
 
     ingest.register(pipe)
@@ -178,4 +178,5 @@ def build_app(
     city.register(pipe)
     signals.register(pipe)
     lag.register(pipe)
+    stall.register(pipe)
     return pipe

@@ -70,6 +70,7 @@ class WorkerMetrics:
     device_faults: Counter
     incidents: Counter
     consumer_lag: Gauge
+    partition_stalls: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -119,6 +120,11 @@ class WorkerMetrics:
                 "citybrain_incidents",
                 "Incident lifecycle events, by stage (new, cleared)",
                 ["stage"],
+                registry=registry,
+            ),
+            partition_stalls=Counter(
+                "citybrain_partition_stalls",
+                "Assigned partitions found stalled (messages waiting, nothing read) and resumed by the watchdog",
                 registry=registry,
             ),
             consumer_lag=Gauge(
