@@ -25,6 +25,7 @@ import re
 import signal
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -169,10 +170,15 @@ async def ceiling(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
 _METRIC = re.compile(rb"^citybrain_events_(applied|rejected)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
+def metrics_body(port: int, timeout_s: float) -> bytes:
+    """A worker's ``/metrics`` page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+        return bytes(r.read())
+
+
 def processed(port: int) -> float | None:
     try:
-        with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            body = r.read()
+        body = metrics_body(port, timeout_s=2.0)
     except OSError:
         return None
     return sum(float(v) for _, v in _METRIC.findall(body))
@@ -300,8 +306,7 @@ def measure_workers(
                 break
         for p in ports:
             try:
-                with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5) as r:
-                    metrics_bodies.append(r.read().decode())
+                metrics_bodies.append(metrics_body(p, timeout_s=5.0).decode())
             except OSError:
                 pass
     finally:
@@ -317,7 +322,8 @@ def measure_workers(
     hi = next((t for t, v in samples if v >= 0.9 * n), None)
     first = next((t for t, v in samples if v > 0), None)
     done = samples[-1][1] if samples else 0.0
-    rate = round(0.8 * n / (hi - lo)) if lo is not None and hi is not None and hi > lo else None
+    # too short a measurement (the 0.25 s polling cannot time it) gives no rate rather than a wrong one
+    rate = round(0.8 * n / (hi - lo)) if lo is not None and hi is not None and hi - lo >= 2.0 else None
     c_lo = next((c for v, c in cpu if v >= 0.1 * n), None)
     c_hi = next((c for v, c in cpu if v >= 0.9 * n), None)
     cpu_us = round((c_hi - c_lo) / (0.8 * n) * 1e6, 1) if c_lo is not None and c_hi is not None else None

@@ -9,8 +9,6 @@ Readings produced meanwhile are validated into ``events`` but never applied, unt
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +23,10 @@ from streams.app import build_app
 from streams.topics import bootstrap_of, ensure_topics
 
 from .conftest import Brokers, unique_settings
-from .test_lag import reading
+from .test_lag import reading, wait_until
 
 pytestmark = pytest.mark.integration
 N = 6
-
-
-async def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_watchdog_resumes_a_partition_the_consumer_stopped_fetching(
