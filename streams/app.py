@@ -48,6 +48,7 @@ class Pipeline:
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     console_view: Any = None
     signal_stats: dict[str, int] = field(default_factory=dict)
+    _raw_topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
@@ -60,9 +61,12 @@ class Pipeline:
         once, they go through Faust's topic so they join the transaction of the events being processed.
         """
         if self.settings.processing_guarantee == "exactly_once":
-            return await self.app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw").send(
-                key=key, value=value, partition=partition
-            )
+            t = self._raw_topics.get(topic)
+            if t is None:  # one Faust topic object per name, not one per message
+                t = self._raw_topics[topic] = self.app.topic(
+                    topic, key_type=bytes, value_type=bytes, value_serializer="raw"
+                )
+            return await t.send(key=key, value=value, partition=partition)
         return await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
 
 

@@ -74,3 +74,33 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
     assert dead[1]["reason_class"] == "unknown_device" and "loop_elsewhere" in dead[1]["reason"]
     assert pipe.ingest_metrics.invalid.labels("not_json")._value.get() == 1
     assert pipe.ingest_metrics.valid.labels("loop")._value.get() == 1
+
+
+async def test_segment_windows_dead_letters_a_foreign_events_message(
+    pipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only citybrain writes ``events``; anything else there is dead-lettered with its bytes, and the agent goes on."""
+    sent: list[tuple[str, Any, Any]] = []
+
+    async def capture(
+        topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[None]:
+        sent.append((topic, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    monkeypatch.setattr(pipe, "send_raw", capture)
+    agent = pipe.app.agents["segment-windows"]
+    async with agent.test_context() as ctx:
+        await ctx.put(b"[1, 2, 3]")  # an array, but not of events
+        await ctx.put(b'{"no": "segment id"}')
+        for _ in range(100):
+            if len(sent) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    dl_topic = pipe.settings.topics.name("dead_letter")
+    dead = [orjson.loads(v) for t, _, v in sent if t == dl_topic]
+    assert len(dead) == 2 and all(d["reason_class"] == "invalid" for d in dead)
+    assert "not a citybrain events message" in dead[0]["reason"]
+    assert pipe.worker_metrics.rejected.labels("invalid")._value.get() == 2
