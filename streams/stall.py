@@ -36,13 +36,14 @@ def next_offsets(
     assigned: set[TP],
     read: Mapping[TP, int | None],
     committed: Mapping[TP, int | None],
-    earliest: Mapping[TP, int],
+    earliest: Mapping[TP, int | None],
 ) -> dict[TP, int]:
     """The next offset the worker will read per partition: read offset + 1, else committed, else earliest."""
     out: dict[TP, int] = {}
     for tp in assigned:
         r, c = read.get(tp), committed.get(tp)
-        out[tp] = r + 1 if r is not None else c if c is not None and c >= 0 else earliest.get(tp, 0)
+        e = earliest.get(tp)
+        out[tp] = r + 1 if r is not None else c if c is not None and c >= 0 else e if e is not None else 0
     return out
 
 
@@ -56,11 +57,13 @@ class StallTracker:
     def reset(self) -> None:
         self._since.clear()
 
-    def update(self, nxt: Mapping[TP, int], highwaters: Mapping[TP, int], now: float) -> list[TP]:
-        """Record one observation; return the partitions stalled for at least ``stall_s``."""
+    def update(self, nxt: Mapping[TP, int], highwaters: Mapping[TP, int | None], now: float) -> list[TP]:
+        """Record one observation; return the partitions stalled for at least ``stall_s``. A partition whose
+        highwater the consumer does not know (``None``, as just after a rebalance) counts as not stalled."""
         stalled = []
         for tp, offset in nxt.items():
-            if highwaters.get(tp, offset) <= offset:  # nothing waiting: not stalled
+            hw = highwaters.get(tp)
+            if hw is None or hw <= offset:  # nothing waiting (or not known yet, as after a rebalance): not stalled
                 self._since.pop(tp, None)
                 continue
             seen = self._since.get(tp)
@@ -116,5 +119,8 @@ def register(pipe: Pipeline, interval_s: float | None = None, stall_s: float | N
                 nxt[tp],
             )
             counter.inc()
-            consumer.resume_partitions({tp})
-            await consumer.seek(tp, nxt[tp])
+            try:
+                consumer.resume_partitions({tp})
+                await consumer.seek(tp, nxt[tp])
+            except Exception as exc:  # e.g. revoked by a rebalance meanwhile: never let the watchdog crash the worker
+                log.warning("partition %s[%d]: could not resume it: %r", tp.topic, tp.partition, exc)

@@ -32,3 +32,12 @@ def test_progress_or_catching_up_clears_a_stall() -> None:
     t.update({A: 4}, {A: 4}, now=16)  # caught up: nothing waiting
     assert t.update({A: 4}, {A: 6}, now=40) == []  # waiting again only since 40
     assert t.update({A: 4}, {A: 6}, now=50) == [A]
+
+
+def test_unknown_highwaters_and_earliest_offsets_are_not_stalls() -> None:
+    """Just after a rebalance the consumer may not know a partition's highwater or earliest offset (``None``):
+    that partition is not judged (a TypeError here once crashed a worker after a takeover)."""
+    assert next_offsets({A}, read={}, committed={}, earliest={A: None}) == {A: 0}
+    t = StallTracker(stall_s=10)
+    assert t.update({A: 0, B: 0}, {A: None, B: 3}, now=0) == []
+    assert t.update({A: 0, B: 0}, {A: None, B: 3}, now=10) == [B]
