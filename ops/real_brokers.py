@@ -2,7 +2,8 @@
 
 - :class:`ApacheKafkaBroker` — Apache Kafka 4.x, single-node KRaft (broker and controller in one JVM),
   from the jars that ``ops/kafka/pom.xml`` lists, fetched once by :func:`ensure_kafka_jars`; optionally with a
-  SASL/PLAIN listener; restartable (``stop()`` then ``start()`` keeps its data).
+  client listener that requires SASL/PLAIN logins, TLS (:class:`TlsFiles`) or both; restartable (``stop()``
+  then ``start()`` keeps its data).
 - :class:`MosquittoBroker` — Eclipse mosquitto from Debian's ``mosquitto`` package: anonymous and without
   persistence by default; optionally persistent, with a password file, with a TLS listener.
 
@@ -24,6 +25,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -149,6 +151,30 @@ def kafka_serves(host: str, port: int, timeout_s: float = 2.0) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A TLS server identity in PEM files, for :class:`ApacheKafkaBroker`'s ``tls`` option.
+
+    Attributes
+    ----------
+    cert
+        The server certificate, optionally followed by the intermediate certificates of its chain (PEM). Its
+        subject alternative names must cover the address clients connect to (``127.0.0.1``), since clients
+        check the host name.
+    key
+        The certificate's private key: unencrypted PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``), as
+        ``openssl req -nodes`` (OpenSSL 3) writes it; RSA, DSA or EC.
+    """
+
+    cert: Path
+    key: Path
+
+
+def _properties_value(value: str) -> str:
+    """``value`` escaped for a Java ``.properties`` file: backslashes and line breaks (PEM blocks) kept."""
+    return value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+
+
 class ApacheKafkaBroker(EmbeddedBroker):
     """Apache Kafka 4.x as a single-node KRaft cluster (``process.roles=broker,controller``) on loopback.
 
@@ -173,6 +199,11 @@ class ApacheKafkaBroker(EmbeddedBroker):
         If given, ``port`` is a ``SASL_PLAINTEXT`` listener accepting SASL/PLAIN logins of these users (name →
         password), and the broker talks to itself (and :meth:`ready` probes) over a PLAINTEXT listener on
         ``internal_port``, a free port.
+    tls
+        If given, ``port`` speaks TLS only, with this certificate and key (given to Kafka inline as a ``PEM``
+        keystore, ``ssl.keystore.certificate.chain`` / ``ssl.keystore.key``; clients are not asked for a
+        certificate): an ``SSL`` listener, or ``SASL_SSL`` with ``sasl_users``. As with ``sasl_users``, the
+        broker itself and :meth:`ready` use the PLAINTEXT listener on ``internal_port``.
 
     ``stop()`` then ``start()`` again restarts the same broker: the storage is formatted only once, so topics,
     offsets and consumer groups survive (a broker restart, as in production).
@@ -190,14 +221,16 @@ class ApacheKafkaBroker(EmbeddedBroker):
         properties: Mapping[str, str] | None = None,
         heap: str = "512m",
         sasl_users: Mapping[str, str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         super().__init__(port, log_dir)
         self.controller_port = free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
         self.sasl_users = dict(sasl_users or {})
+        self.tls = tls
         self.internal_port = self.port
-        if self.sasl_users:
+        if self.security_protocol != "PLAINTEXT":
             while self.internal_port in (self.port, self.controller_port):
                 self.internal_port = free_port()
         self.lib_dir = lib_dir
@@ -219,13 +252,21 @@ class ApacheKafkaBroker(EmbeddedBroker):
             raise RuntimeError("Kafka needs Java 17+: apt-get install -y openjdk-17-jre-headless")
         return found
 
+    @property
+    def security_protocol(self) -> str:
+        """The Kafka security protocol of ``port``: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+        if self.sasl_users:
+            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        return "SSL" if self.tls else "PLAINTEXT"
+
     def properties(self) -> dict[str, str]:
-        """The broker's ``server.properties`` entries."""
+        """The broker's ``server.properties`` entries (values unescaped; PEM blocks span lines)."""
         listeners = f"PLAINTEXT://{self.host}:{self.internal_port},CONTROLLER://{self.host}:{self.controller_port}"
         protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
-        if self.sasl_users:
-            listeners = f"SASL_PLAINTEXT://{self.host}:{self.port},{listeners}"
-            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        client = self.security_protocol
+        if client != "PLAINTEXT":
+            listeners = f"{client}://{self.host}:{self.port},{listeners}"
+            protocols += f",{client}:{client}"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -248,14 +289,20 @@ class ApacheKafkaBroker(EmbeddedBroker):
         if self.sasl_users:
             users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
             props["sasl.enabled.mechanisms"] = "PLAIN"
-            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+            props[f"listener.name.{client.lower()}.plain.sasl.jaas.config"] = (
                 f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
             )
+        if self.tls is not None:
+            props["ssl.keystore.type"] = "PEM"
+            props["ssl.keystore.certificate.chain"] = self.tls.cert.read_text().strip()
+            props["ssl.keystore.key"] = self.tls.key.read_text().strip()
+            props["ssl.client.auth"] = "none"
         props.update(self._extra)
         return props
 
     def _write_config(self) -> None:
-        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        self.config_path.write_text("".join(f"{k}={_properties_value(v)}\n" for k, v in self.properties().items()))
+        self.config_path.chmod(0o600)  # may hold a private key and SASL passwords
         self.log4j_path.write_text(
             "status = warn\n"
             # keep logging through Kafka's own shutdown hook instead of stopping in the middle of it
@@ -355,7 +402,7 @@ class ApacheKafkaBroker(EmbeddedBroker):
 
     @property
     def internal_bootstrap(self) -> str:
-        """The PLAINTEXT listener (``bootstrap`` unless ``sasl_users`` made ``port`` a SASL listener)."""
+        """The PLAINTEXT listener (``bootstrap`` unless ``sasl_users`` or ``tls`` secured ``port``)."""
         return f"{self.host}:{self.internal_port}"
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ops.runtime import ChildProcess, Stack, http_json
 from ops.settings import Settings
+from tests.pki import Pki, make_pki
 
 from .conftest import Brokers, consume_until, unique_settings
 
@@ -39,51 +38,10 @@ BRIDGE_USER, BRIDGE_PW = "citybrain-bridge", "br1dge-pw-4f2a"
 DEVICE_USER, DEVICE_PW = "device-gateway", "dev1ce-pw-91c3"
 
 
-@dataclass
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    other_ca: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    res = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert res.returncode == 0, f"openssl {' '.join(args)} failed:\n{res.stderr}"
-
-
-def _make_ca(d: Path, name: str) -> tuple[Path, Path]:
-    key, cert = d / f"{name}.key", d / f"{name}.pem"
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN=citybrain test {name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=d,
-    )  # fmt: skip
-    return key, cert
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, a server certificate it signed for 127.0.0.1/localhost, and an unrelated second CA."""
-    d = tmp_path_factory.mktemp("pki")
-    ca_key, ca = _make_ca(d, "ca")
-    _, other_ca = _make_ca(d, "other-ca")
-    key, csr, cert, ext = d / "server.key", d / "server.csr", d / "server.pem", d / "server.ext"
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
-    )
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost", cwd=d,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "2", "-extfile", str(ext), cwd=d,
-    )  # fmt: skip
-    return Pki(ca, cert, key, other_ca)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
