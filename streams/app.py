@@ -20,6 +20,7 @@ from ops.settings import Settings
 from streams import tansu_compat
 from streams.metrics import IngestMetrics, WorkerMetrics
 from streams.records import DeadLetter, DeviceInfo, SegmentState
+from streams.transactions import Transactions
 
 
 @dataclass
@@ -48,19 +49,29 @@ class Pipeline:
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     console_view: Any = None
     signal_stats: dict[str, int] = field(default_factory=dict)
+    transactions: Transactions | None = None
     _raw_topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
     async def send_raw(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        *,
+        source: tuple[str, int] | None = None,
     ) -> Awaitable[Any]:
         """Produce pre-serialised bytes to ``topic``; returns the delivery future (await it before acking).
 
         At least once (the default), records go straight to the app's Kafka producer: Faust's topic/channel
         path costs ≈ 100 µs per message in CPU (futures, callbacks, codecs), this one ≈ 10 µs, and the agents
         await the delivery futures before their source offsets are acknowledged, so nothing is lost. Exactly
-        once, they go through Faust's topic so they join the transaction of the events being processed.
+        once, ``source`` (the topic and partition of the events that caused the record) names the transaction
+        it joins (``streams.transactions``); without one it goes through Faust's topic path.
         """
-        if self.settings.processing_guarantee == "exactly_once":
+        if self.transactions is not None and self.transactions.enabled:
+            if source is not None:
+                return await self.transactions.send(topic, key, value, partition, source)
             t = self._raw_topics.get(topic)
             if t is None:  # one Faust topic object per name, not one per message
                 t = self._raw_topics[topic] = self.app.topic(
@@ -170,6 +181,7 @@ def build_app(
         worker_metrics=WorkerMetrics.create(registry),
         devices=device_index(graph),
         segments=segment_index(graph),
+        transactions=Transactions(app, enabled=settings.processing_guarantee == "exactly_once"),
     )
     from streams import console_web, lag, stall, web
     from streams.agents import city, ingest, segment_state, signals, webhooks

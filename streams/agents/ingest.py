@@ -32,34 +32,52 @@ def register(pipe: Pipeline) -> None:
     received = metrics.received.labels("kafka")
     partition_of = KeyPartitions()
 
+    txn = pipe.transactions
+    eos = txn is not None and txn.enabled
+
     @app.agent(topics.ingest, name="validate-ingest")
     async def validate_ingest(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            received.inc(len(batch))
-            now = time.time()
-            futs = []
-            valid: Counter[str] = Counter()
-            by_part: dict[int, list[bytes]] = defaultdict(list)
-            n_parts = app.consumer.topic_partitions(events_name) or settings.kafka.partitions
-            for event in batch:
-                payload = event.value
-                raw = payload if isinstance(payload, bytes) else bytes(payload or b"")
-                try:
-                    ev = decode_device_payload(raw, max_bytes=max_bytes, devices=pipe.devices)
-                except InvalidEvent as exc:
-                    metrics.invalid.labels(exc.reason_class).inc()
-                    dl = dead_letter(exc.reason_class, exc.reason, "kafka", ingest_topic_name, raw)
-                    futs.append(await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps()))
-                    continue
-                valid[ev["type"]] += 1
-                # received = when the device's record reached Kafka (its timestamp), for the latency metrics
-                ts = getattr(event.message, "timestamp", None)
-                rx = float(ts) if isinstance(ts, int | float) and 0 < ts <= now else now
-                by_part[partition_of(ev["segment_id"].encode(), n_parts)].append(encode_event(ev, rx))
-            for part, encoded in by_part.items():
-                for bundle in bundle_events(encoded):
-                    futs.append(await pipe.send_raw(events_name, None, bundle, partition=part))
-            for typ, n in valid.items():
-                metrics.valid.labels(typ).inc(n)
-            if futs:
-                await asyncio.gather(*futs)
+            assert txn is not None
+            async with txn.batch():
+                await process(batch)
+                txn.ack(batch)  # exactly once: inside the batch (no-op at least once: take_events acks)
+
+    async def process(batch: list[Any]) -> None:
+        received.inc(len(batch))
+        now = time.time()
+        futs = []
+        valid: Counter[str] = Counter()
+        # (source partition, events partition) → encoded events: exactly once, each source partition's
+        # outputs join its own transaction, so they are bundled apart
+        by_part: dict[tuple[int, int], list[bytes]] = defaultdict(list)
+        n_parts = app.consumer.topic_partitions(events_name) or settings.kafka.partitions
+        for event in batch:
+            payload = event.value
+            raw = payload if isinstance(payload, bytes) else bytes(payload or b"")
+            src = event.message.partition if eos else 0
+            try:
+                ev = decode_device_payload(raw, max_bytes=max_bytes, devices=pipe.devices)
+            except InvalidEvent as exc:
+                metrics.invalid.labels(exc.reason_class).inc()
+                dl = dead_letter(exc.reason_class, exc.reason, "kafka", ingest_topic_name, raw)
+                futs.append(
+                    await pipe.send_raw(
+                        dead_letter_name, dl.dead_letter_id.encode(), dl.dumps(), source=(ingest_topic_name, src)
+                    )
+                )
+                continue
+            valid[ev["type"]] += 1
+            # received = when the device's record reached Kafka (its timestamp), for the latency metrics
+            ts = getattr(event.message, "timestamp", None)
+            rx = float(ts) if isinstance(ts, int | float) and 0 < ts <= now else now
+            by_part[(src, partition_of(ev["segment_id"].encode(), n_parts))].append(encode_event(ev, rx))
+        for (src, part), encoded in by_part.items():
+            for bundle in bundle_events(encoded):
+                futs.append(
+                    await pipe.send_raw(events_name, None, bundle, partition=part, source=(ingest_topic_name, src))
+                )
+        for typ, n in valid.items():
+            metrics.valid.labels(typ).inc(n)
+        if futs:
+            await asyncio.gather(*futs)

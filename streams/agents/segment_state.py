@@ -189,14 +189,16 @@ def register(pipe: Pipeline) -> None:
             out.append((rec, alerts, cw.closed_by))
         return out
 
-    async def emit(results: list[tuple[SegmentState, list[Alert], str]]) -> list[Any]:
-        """Send the states (and their alerts); return the delivery futures."""
+    async def emit(results: list[tuple[SegmentState, list[Alert], str]], src: tuple[str, int]) -> list[Any]:
+        """Send the states (and their alerts) caused by source partition ``src``; return the delivery futures."""
         futs = []
         for rec, alerts, closed_by in results:
             d = rec.asdict()
-            futs.append(await pipe.send_raw(state_name, rec.segment_id.encode(), orjson.dumps(d)))
+            futs.append(await pipe.send_raw(state_name, rec.segment_id.encode(), orjson.dumps(d), source=src))
             for alert in alerts:
-                futs.append(await pipe.send_raw(alerts_name, alert.subject.encode(), orjson.dumps(alert.asdict())))
+                futs.append(
+                    await pipe.send_raw(alerts_name, alert.subject.encode(), orjson.dumps(alert.asdict()), source=src)
+                )
             pipe.latest_states[rec.segment_id] = d
             metrics.windows.labels(closed_by).inc()
         return futs
@@ -209,7 +211,7 @@ def register(pipe: Pipeline) -> None:
         for key, state in writes:
             table[key] = state
 
-    async def reject(reason: str, raw: bytes) -> Any:
+    async def reject(reason: str, raw: bytes, src: tuple[str, int]) -> Any:
         metrics.rejected.labels(reason).inc()
         text = {
             "late": "reading arrived after its window closed",
@@ -217,7 +219,7 @@ def register(pipe: Pipeline) -> None:
             "clock_skew": f"timestamp more than {w.max_future_s:g} s ahead of the worker clock",
         }[reason]
         dl = dead_letter(reason, text, "window", events_topic_name, raw)
-        return await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps())
+        return await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps(), source=src)
 
     incident_cfgs = segment_configs_from_graph(pipe.graph)
     summaries: dict[str, dict[str, Any]] = {}
@@ -323,87 +325,109 @@ def register(pipe: Pipeline) -> None:
         decisions = flush_segment(cfg, state["inc"], pt)
         return to_alerts(decisions, state) if decisions else []
 
-    async def send_alerts(alerts: list[Alert]) -> list[Any]:
+    async def send_alerts(alerts: list[Alert], src: tuple[str, int]) -> list[Any]:
         futs = []
         for alert in alerts:
             key = alert.subject.encode()
-            futs.append(await pipe.send_raw(alerts_name, key, orjson.dumps(alert.asdict())))
+            futs.append(await pipe.send_raw(alerts_name, key, orjson.dumps(alert.asdict()), source=src))
             if alert.type.startswith("incident."):
-                futs.append(await pipe.send_raw(incidents_name, key, orjson.dumps(alert.data)))
+                futs.append(await pipe.send_raw(incidents_name, key, orjson.dumps(alert.data), source=src))
         return futs
+
+    txn = pipe.transactions
+    assert txn is not None
 
     @app.agent(topics.events, name="segment-windows")
     async def segment_windows(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            now_wall = time.time()
-            by_segment: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
-            futs: list[Any] = []
-            for event in batch:
-                try:
-                    evs = [(ev["segment_id"].encode(), ev) for ev in unbundle_events(event.value)]
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:  # only citybrain writes here
-                    metrics.rejected.labels("invalid").inc()
-                    dl = dead_letter(
-                        "invalid",
-                        f"not a citybrain events message: {exc}",
-                        "window",
-                        events_topic_name,
-                        bytes(event.value or b""),
+            async with txn.batch():
+                await process(batch)
+                txn.ack(batch)  # exactly once: inside the batch (no-op at least once: take_events acks)
+
+    async def process(batch: list[Any]) -> None:
+        now_wall = time.time()
+        by_segment: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+        futs: list[Any] = []
+        for event in batch:
+            try:
+                evs = [(ev["segment_id"].encode(), ev) for ev in unbundle_events(event.value)]
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # only citybrain writes here
+                metrics.rejected.labels("invalid").inc()
+                dl = dead_letter(
+                    "invalid",
+                    f"not a citybrain events message: {exc}",
+                    "window",
+                    events_topic_name,
+                    bytes(event.value or b""),
+                )
+                futs.append(
+                    await pipe.send_raw(
+                        dead_letter_name,
+                        dl.dead_letter_id.encode(),
+                        dl.dumps(),
+                        source=(events_topic_name, event.message.partition),
                     )
-                    futs.append(await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps()))
+                )
+                continue
+            for key, ev in evs:
+                table.source_partition[key] = event.message.partition
+                by_segment[key].append(ev)
+        writes: list[tuple[bytes, dict[str, Any]]] = []
+        latencies: list[tuple[str, float]] = []  # (output, received_at of the reading that caused it)
+        for key, items in by_segment.items():
+            state = table.get(key) or new_state()
+            src = (events_topic_name, partition_of(key))
+            incident_alerts: list[Alert] = []
+            changed = False
+            newest_rx = 0.0
+            for ev in items:
+                reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
+                if reason != "clock_skew":
+                    # the stream is flowing (redeliveries after a restart too): track its time and liveness
+                    last_reading[key] = time.monotonic()
+                    if not stream_time or ev["ts_s"] > stream_time[0]:
+                        stream_time[:] = [float(ev["ts_s"])]
+                    pk = table.source_partition.get(key, -1)
+                    if ev["ts_s"] > part_time.get(pk, -math.inf):
+                        part_time[pk] = float(ev["ts_s"])
+                if reason is not None:
+                    futs.append(await reject(reason, orjson.dumps(ev), src))
                     continue
-                for key, ev in evs:
-                    table.source_partition[key] = event.message.partition
-                    by_segment[key].append(ev)
-            writes: list[tuple[bytes, dict[str, Any]]] = []
-            latencies: list[tuple[str, float]] = []  # (output, received_at of the reading that caused it)
-            for key, items in by_segment.items():
-                state = table.get(key) or new_state()
-                incident_alerts: list[Alert] = []
-                changed = False
-                newest_rx = 0.0
-                for ev in items:
-                    reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
-                    if reason != "clock_skew":
-                        # the stream is flowing (redeliveries after a restart too): track its time and liveness
-                        last_reading[key] = time.monotonic()
-                        if not stream_time or ev["ts_s"] > stream_time[0]:
-                            stream_time[:] = [float(ev["ts_s"])]
-                        pk = table.source_partition.get(key, -1)
-                        if ev["ts_s"] > part_time.get(pk, -math.inf):
-                            part_time[pk] = float(ev["ts_s"])
-                    if reason is not None:
-                        futs.append(await reject(reason, orjson.dumps(ev)))
-                        continue
-                    changed = True
-                    metrics.applied.labels(ev["type"]).inc()
-                    received = ev.get("received_at")
-                    if isinstance(received, int | float):
-                        metrics.latency.observe(max(0.0, time.time() - received))
-                        newest_rx = max(newest_rx, float(received))
-                    decided = detect(state, key.decode(), ev)
-                    if decided and newest_rx:
-                        latencies += [("alert", newest_rx)] * len(decided)
-                    incident_alerts.extend(decided)
-                if not changed:
-                    if state.get("open"):
-                        last_seen.setdefault(key, time.monotonic())  # recovered open windows get closed too
-                    continue
-                results = close(state, key, idle=False)
-                if newest_rx:  # a watermark close is caused by the segment's newest reading
-                    latencies += [("segment_state", newest_rx) for r in results if r[2] == "watermark"]
-                last_seen[key] = time.monotonic()
-                futs += await emit(results)
-                futs += await send_alerts(incident_alerts)
-                writes.append((key, state))
-            await commit_states(writes, futs)
-            if latencies:  # every output of the batch is acknowledged now
-                acked = time.time()
-                for output, rx in latencies:
-                    metrics.output_latency.labels(output).observe(max(0.0, acked - rx))
+                changed = True
+                metrics.applied.labels(ev["type"]).inc()
+                received = ev.get("received_at")
+                if isinstance(received, int | float):
+                    metrics.latency.observe(max(0.0, time.time() - received))
+                    newest_rx = max(newest_rx, float(received))
+                decided = detect(state, key.decode(), ev)
+                if decided and newest_rx:
+                    latencies += [("alert", newest_rx)] * len(decided)
+                incident_alerts.extend(decided)
+            if not changed:
+                if state.get("open"):
+                    last_seen.setdefault(key, time.monotonic())  # recovered open windows get closed too
+                continue
+            results = close(state, key, idle=False)
+            if newest_rx:  # a watermark close is caused by the segment's newest reading
+                latencies += [("segment_state", newest_rx) for r in results if r[2] == "watermark"]
+            last_seen[key] = time.monotonic()
+            futs += await emit(results, src)
+            futs += await send_alerts(incident_alerts, src)
+            writes.append((key, state))
+        await commit_states(writes, futs)
+        if latencies:  # every output of the batch is acknowledged now
+            acked = time.time()
+            for output, rx in latencies:
+                metrics.output_latency.labels(output).observe(max(0.0, acked - rx))
 
     @app.timer(w.flush_interval_s, name="window-idle-flush")
     async def window_idle_flush() -> None:
+        touched: set[str] = set()  # exactly once: the transactions this timer produced into
+        async with txn.batch():
+            await idle_flush(touched)
+        await txn.commit_timer_outputs(touched)
+
+    async def idle_flush(touched: set[str]) -> None:
         now = time.monotonic()
         if now - last_rescan[0] >= RESCAN_EVERY_S:
             # windows recovered from the changelog after a restart are not in last_seen yet
@@ -429,18 +453,21 @@ def register(pipe: Pipeline) -> None:
             pt = part_time.get(partition_of(key))
             horizon = math.inf if ended else pt - w.allowed_lateness_s if pt is not None else -math.inf
             state = table.get(key)
-            if not state:
+            src = (events_topic_name, partition_of(key))
+            if not state or not txn.owns(src):
                 last_seen.pop(key, None)
                 continue
             results = close(state, key, idle=True, idle_until=horizon)
             flushed = detect_flush(state, key.decode())
             if results or flushed:
-                await commit_states([(key, state)], await emit(results) + await send_alerts(flushed))
+                if txn.enabled:
+                    touched.add(txn.tid(*src))
+                await commit_states([(key, state)], await emit(results, src) + await send_alerts(flushed, src))
             if not state["open"]:
                 last_seen.pop(key, None)
         if now - last_fill[0] >= FILL_EVERY_S:
             last_fill[0] = now
-            await fill(now)
+            await fill(now, touched)
 
     def neighbour_prior(sid: str) -> dict[str, Any] | None:
         """A filter prior at the mean speed ratio of the adjacent segments' latest states (view of the city)."""
@@ -459,7 +486,7 @@ def register(pipe: Pipeline) -> None:
         v = sum(ratios) / len(ratios) * float(pipe.segments[sid]["speed_limit_kmh"])
         return {"v": v, "p": 1e4, "vf": v, "lv": 5.5, "t": 0.0}
 
-    async def fill(now: float) -> None:
+    async def fill(now: float, touched: set[str]) -> None:
         """Close empty windows for segments of this worker that have heard nothing for ``idle_close_s``.
 
         Their state comes from the segment's own filter prior relaxed toward the adjacent segments' speed ratio (or
@@ -504,6 +531,9 @@ def register(pipe: Pipeline) -> None:
                 state["closed"] = end
                 end += w.size_s
             if results:
-                await commit_states([(key, state)], await emit(results))
+                src = (events_topic_name, part)
+                if txn.enabled:
+                    touched.add(txn.tid(*src))
+                await commit_states([(key, state)], await emit(results, src))
 
     pipe.tables["segment-windows"] = table

@@ -28,7 +28,12 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
     names = {pipe.settings.topics.name(n): n for n in ("events", "dead_letter")}
 
     async def capture(
-        topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        *,
+        source: tuple[str, int] | None = None,
     ) -> asyncio.Future[None]:
         sent.append((names[topic], key if key is not None else partition, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -83,7 +88,12 @@ async def test_segment_windows_dead_letters_a_foreign_events_message(
     sent: list[tuple[str, Any, Any]] = []
 
     async def capture(
-        topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        *,
+        source: tuple[str, int] | None = None,
     ) -> asyncio.Future[None]:
         sent.append((topic, key, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
