@@ -163,6 +163,21 @@ class Stack:
         self.bridge.web_port = s.bridge_web_port  # type: ignore[attr-defined]
         return self.bridge
 
+    def start_pipeline(self, timeout_s: float = 90.0) -> tuple[ChildProcess, ChildProcess]:
+        """Brokers (embedded unless configured), a worker and a bridge, waited for until both are healthy.
+
+        Returns
+        -------
+        tuple[ChildProcess, ChildProcess]
+            The worker and the bridge.
+        """
+        self.start_brokers()
+        worker = self.start_worker()
+        bridge = self.start_bridge()
+        self.wait_healthy(bridge)
+        self.wait_healthy(worker, timeout_s=timeout_s)
+        return worker, bridge
+
     def wait_healthy(self, child: ChildProcess, timeout_s: float = 90.0) -> dict[str, Any]:
         """Poll the child's ``/health`` until HTTP 200.
 

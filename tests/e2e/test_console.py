@@ -62,11 +62,7 @@ def loops(ts_list: list[str], count: int, occ: float, speed: float) -> list[dict
 def stack(brokers: Brokers, tmp_path: Path) -> Iterator[tuple[Any, Any]]:  # noqa: F811
     s = unique_settings(brokers)
     with Stack(s, tmp_path) as st:
-        st.start_brokers()
-        worker = st.start_worker()
-        bridge = st.start_bridge()
-        st.wait_healthy(bridge)
-        st.wait_healthy(worker)
+        worker, _bridge = st.start_pipeline()
         yield st, worker
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ops.runtime import ChildProcess, http_json
@@ -243,3 +244,22 @@ def group_lag(s: Settings, which: str = "events") -> dict[int, tuple[int, int]]:
             await admin.close()
 
     return asyncio.run(run())
+
+
+async def try_produce(bootstrap: str, **kw: Any) -> str:
+    """Produce one record to topic ``probe`` with the aiokafka options ``kw`` (security checks).
+
+    Returns
+    -------
+    str
+        ``"ok"`` if the broker took it, else the name of the aiokafka error that refused it.
+    """
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=8000, **kw)
+    try:
+        await p.start()
+        await p.send_and_wait("probe", b"x")
+        return "ok"
+    except KafkaError as exc:
+        return type(exc).__name__
+    finally:
+        await p.stop()

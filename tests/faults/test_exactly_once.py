@@ -70,11 +70,7 @@ def run_pipeline(
     half = len(events) // 2
     recovery_s = None
     with Stack(s, tmp_path / guarantee) as st:
-        st.start_brokers()
-        worker = st.start_worker()
-        bridge = st.start_bridge()
-        st.wait_healthy(bridge)
-        st.wait_healthy(worker, timeout_s=120)
+        worker, bridge = st.start_pipeline(timeout_s=120)
         c = devices(s.mqtt.host, s.mqtt.port, f"eos-{s.app_id}", persistent=False)
         wait_published(publish(c, s, events[:half]), 30)
         if kill:

@@ -13,13 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from ops.runtime import Stack
 from tests.integration.conftest import Brokers, unique_settings
 
-from .conftest import account, devices, expected_windows, publish, stream, wait_published
+from .conftest import account, devices, expected_windows, publish, stream, try_produce, wait_published
 
 pytestmark = [
     pytest.mark.faults,
@@ -38,21 +36,10 @@ def test_pipeline_over_sasl_plain(brokers: Brokers, tmp_path: Path, record: Call
 
     kafka = ApacheKafkaBroker(log_dir=tmp_path, sasl_users={USER: PASSWORD, "admin": "admin-pw"}).start()
     try:
-
-        async def try_produce(**kw: str) -> str:
-            p = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, request_timeout_ms=8000, **kw)  # type: ignore[arg-type]
-            try:
-                await p.start()
-                await p.send_and_wait("sasl-probe", b"x")
-                return "ok"
-            except KafkaError as exc:
-                return type(exc).__name__
-            finally:
-                await p.stop()
-
-        assert asyncio.run(try_produce()) != "ok"  # PLAINTEXT on the SASL port
+        assert asyncio.run(try_produce(kafka.bootstrap)) != "ok"  # PLAINTEXT on the SASL port
         wrong = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"}
-        assert asyncio.run(try_produce(**wrong, sasl_plain_username=USER, sasl_plain_password="nope")) != "ok"
+        bad_login = {**wrong, "sasl_plain_username": USER, "sasl_plain_password": "nope"}
+        assert asyncio.run(try_produce(kafka.bootstrap, **bad_login)) != "ok"
 
         s = unique_settings(
             brokers,
@@ -66,11 +53,7 @@ def test_pipeline_over_sasl_plain(brokers: Brokers, tmp_path: Path, record: Call
         )
         events = stream(MINUTES)
         with Stack(s, tmp_path) as st:
-            st.start_brokers()
-            worker = st.start_worker()
-            bridge = st.start_bridge()
-            st.wait_healthy(bridge)
-            st.wait_healthy(worker)
+            worker, bridge = st.start_pipeline()
             c = devices(s.mqtt.host, s.mqtt.port, f"sasl-devices-{s.app_id}", persistent=False)
             wait_published(publish(c, s, events), 30)
             c.disconnect()

@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from ops.runtime import Stack
 from tests.integration.conftest import Brokers, unique_settings
 from tests.pki import make_pki
 
-from .conftest import WindowsLost, account, devices, expected_windows, publish, stream, wait_published
+from .conftest import WindowsLost, account, devices, expected_windows, publish, stream, try_produce, wait_published
 
 pytestmark = [
     pytest.mark.faults,
@@ -50,25 +48,6 @@ def log_problems(*logs: Path, lines: int = 25) -> str:
         ]
         out.append(f"--- {log.name} ({len(hits)} problem lines, last {lines}):\n" + "\n".join(hits[-lines:]))
     return "\n".join(out)
-
-
-async def try_produce(bootstrap: str, **kw: Any) -> str:
-    """Produce one record to ``tls-probe`` with the aiokafka options ``kw``.
-
-    Returns
-    -------
-    str
-        ``"ok"`` if the broker took it, else the name of the aiokafka error that refused it.
-    """
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=8000, **kw)
-    try:
-        await p.start()
-        await p.send_and_wait("tls-probe", b"x")
-        return "ok"
-    except KafkaError as exc:
-        return type(exc).__name__
-    finally:
-        await p.stop()
 
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
@@ -118,11 +97,7 @@ def test_pipeline_over_tls(protocol: str, brokers: Brokers, tmp_path: Path, reco
         s = unique_settings(brokers, kafka={"brokers": kafka.url, **security})
         events = stream(MINUTES)
         with Stack(s, tmp_path) as st:
-            st.start_brokers()
-            worker = st.start_worker()
-            bridge = st.start_bridge()
-            st.wait_healthy(bridge)
-            st.wait_healthy(worker)
+            worker, bridge = st.start_pipeline()
             t_publish = time.monotonic()
             c = devices(s.mqtt.host, s.mqtt.port, f"tls-devices-{s.app_id}", persistent=False)
             wait_published(publish(c, s, events), 30)

@@ -44,11 +44,7 @@ def test_bridge_away_persistent_session_keeps_messages(
     events = stream()
     half = len(events) // 2
     with Stack(s, tmp_path) as st:
-        st.start_brokers()
-        worker = st.start_worker()
-        bridge = st.start_bridge()
-        st.wait_healthy(bridge)
-        st.wait_healthy(worker)
+        _worker, bridge = st.start_pipeline()
         c = devices(s.mqtt.host, s.mqtt.port, "outage-devices-a")
         for info in publish(c, s, events[:half]):
             info.wait_for_publish(10)
@@ -84,11 +80,7 @@ def test_mqtt_broker_restart(brokers: Brokers, tmp_path: Path, record: Callable[
         events = stream()
         third = len(events) // 3
         with Stack(s, tmp_path) as st:
-            st.start_brokers()
-            worker = st.start_worker()
-            bridge = st.start_bridge()
-            st.wait_healthy(bridge)
-            st.wait_healthy(worker)
+            _worker, bridge = st.start_pipeline()
             c = devices(mq.host, mq.port, "outage-devices-b")
             for info in publish(c, s, events[:third]):
                 info.wait_for_publish(10)

@@ -28,11 +28,7 @@ def test_worker_sigkill_mid_stream(brokers: Brokers, tmp_path: Path, record: Cal
     s = unique_settings(brokers)
     events = stream()
     with Stack(s, tmp_path) as st:
-        st.start_brokers()
-        worker = st.start_worker()
-        bridge = st.start_bridge()
-        st.wait_healthy(bridge)
-        st.wait_healthy(worker)
+        worker, _bridge = st.start_pipeline()
         web_port = worker.web_port  # type: ignore[attr-defined]
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="fault-devices")
         client.connect(s.mqtt.host, s.mqtt.port)
