@@ -228,18 +228,6 @@ def uniform_signal_delay_s(flow_veh_h_lane: float, green_ratio: float, cycle_s: 
     return 0.5 * cycle_s * (1.0 - g) ** 2 / (1.0 - x * g)
 
 
-def _reading_meta(r: Mapping[str, Any], model: SegmentModel) -> tuple[str, int, int]:
-    """(device id, role, lane index) of a reading, from the model or, for unknown devices, the reading."""
-    if r.get("type") == "camera":
-        did = str(r.get("camera_id"))
-        return did, CAMERA, -1
-    did = str(r.get("detector_id"))
-    m = model.detectors.get(did)
-    if m is not None:
-        return did, m.role, m.lane
-    return did, STOP if r.get("role") == "stop_line" else MID, int(r.get("lane_index") or 0)
-
-
 def estimate_window(
     readings: Iterable[Mapping[str, Any]],
     model: SegmentModel,
@@ -294,15 +282,26 @@ def estimate_window(
     len_sum = len_n = 0.0
     n_readings = 0
     devices: set[str] = set()
+    detectors = model.detectors
     for r in readings:
-        did, role, lane = _reading_meta(r, model)
+        get = r.get
+        # device id, role and lane index: from the model, or for unknown devices from the reading
+        if get("type") == "camera":
+            did, role, lane = str(get("camera_id")), CAMERA, -1
+        else:
+            did = str(get("detector_id"))
+            meta = detectors.get(did)
+            if meta is not None:
+                role, lane = meta.role, meta.lane
+            else:
+                role, lane = STOP if get("role") == "stop_line" else MID, int(get("lane_index") or 0)
         if did in excluded:
             continue
         n_readings += 1
         devices.add(did)
-        interval = float(r.get("interval_s") or 0.0)
-        occ = float(r.get("occupancy") or 0.0)
-        speed = r.get("speed_kmh")
+        interval = float(get("interval_s") or 0.0)
+        occ = float(get("occupancy") or 0.0)
+        speed = get("speed_kmh")
         if role == CAMERA:
             cam_cov_s += interval
             cam_occ_s += occ * interval
@@ -319,8 +318,11 @@ def estimate_window(
                         len_sum += CLASS_LENGTH_M.get(cls, DEFAULT_VEHICLE_LENGTH_M) * n
                         len_n += n
             continue
-        count = float(r.get("count") or 0)
-        acc = (mid if role == MID else stop).setdefault(lane, [0.0, 0.0, 0.0])
+        count = float(get("count") or 0)
+        per_lane = mid if role == MID else stop
+        acc = per_lane.get(lane)
+        if acc is None:  # (not ``setdefault(lane, [...])``: no throw-away list per reading)
+            acc = per_lane[lane] = [0.0, 0.0, 0.0]
         acc[0] += count
         acc[1] += occ * interval
         acc[2] += interval
@@ -342,8 +344,8 @@ def estimate_window(
     loops = mid or stop
     covered = [a for a in loops.values() if a[2] > 0]
     if covered:
-        q_obs = sum(a[0] / a[2] for a in covered)
-        occupancy = sum(a[1] / a[2] for a in covered) / len(covered)
+        q_obs = sum([a[0] / a[2] for a in covered])
+        occupancy = sum([a[1] / a[2] for a in covered]) / len(covered)
         missing = max(0, lanes - len(covered))
         q_fill = 0.0
         if missing:
@@ -359,7 +361,7 @@ def estimate_window(
     mid_cov = [a for a in mid.values() if a[2] > 0]
     occ_a: float | None = None
     if mid_cov:
-        occ_sum = sum(a[1] / a[2] for a in mid_cov)
+        occ_sum = sum([a[1] / a[2] for a in mid_cov])
         occ_a = occ_sum / len(mid_cov)
         n_a = occ_sum * l_a / lv_loop
         missing = max(0, lanes - len(mid_cov))

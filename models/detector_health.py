@@ -69,8 +69,14 @@ def reading_signature(r: Mapping[str, Any]) -> list[Any]:
     return [r.get("count"), r.get("occupancy"), r.get("speed_kmh")]
 
 
+_ZEROS = (None, 0, 0.0)
+
+
 def _nonzero(sig: list[Any]) -> bool:
-    return any(v not in (None, 0, 0.0) for v in sig)
+    for v in sig:  # (a loop, not ``any(generator)``: called per reading)
+        if v not in _ZEROS:
+            return True
+    return False
 
 
 def _stuck_repeats(sig: list[Any] | None, meta: Any) -> int:
@@ -92,13 +98,14 @@ def implausible_reason(r: Mapping[str, Any], model: SegmentModel | None = None) 
     model : SegmentModel, optional
         For the speed limit (km/h) and the camera zone length (m).
     """
-    interval = float(r.get("interval_s") or 0.0)
-    occ = float(r.get("occupancy") or 0.0)
-    speed = r.get("speed_kmh")
+    get = r.get
+    interval = float(get("interval_s") or 0.0)
+    occ = float(get("occupancy") or 0.0)
+    speed = get("speed_kmh")
     limit = model.speed_limit_kmh if model is not None else 130.0
     if speed is not None and float(speed) > MAX_SPEED_FACTOR * limit + 20.0:
         return "speed far above the limit"
-    if r.get("type") == "camera":
+    if get("type") == "camera":
         count = int(r.get("count_total") or 0)
         if count > 0 and occ == 0.0 and speed is None:
             return "vehicles entered an empty zone"
@@ -107,7 +114,7 @@ def implausible_reason(r: Mapping[str, Any], model: SegmentModel | None = None) 
         if zone is not None and int(r.get("queue_max_veh") or 0) > zone * lanes / MIN_JAM_SPACING_M:
             return "queue longer than the zone holds"
         return None
-    count = int(r.get("count") or 0)
+    count = int(get("count") or 0)
     if count <= 0 or interval <= 0:
         return None
     if count / interval > MAX_LANE_RATE_VEH_S:
@@ -154,27 +161,45 @@ def assess_window(
     if state.get("t0") is None:
         state["t0"] = now_s
     dstates: dict[str, dict[str, Any]] = state.setdefault("d", {})
+    detectors = model.detectors
     # window counts: per detector; per (role, lane) for references
     win_count: dict[str, float] = {}
     meta_of: dict[str, tuple[int, int]] = {}
     for r in readings:
-        is_cam = r.get("type") == "camera"
-        did = str(r.get("camera_id") if is_cam else r.get("detector_id"))
-        m = model.detectors.get(did)
+        get = r.get
+        is_cam = get("type") == "camera"
+        did = str(get("camera_id") if is_cam else get("detector_id"))
+        m = detectors.get(did)
         if m is not None:
             meta_of[did] = (m.role, m.lane)
         else:
-            role = CAMERA if is_cam else STOP if r.get("role") == "stop_line" else MID
-            meta_of[did] = (role, -1 if is_cam else int(r.get("lane_index") or 0))
-        ds = dstates.setdefault(did, {"last": None, "sig": None, "rep": 0, "imp": 0, "zs": 0, "zr": 0.0})
-        ts = float(r.get("ts_s") or now_s)
-        ds["last"] = ts if ds["last"] is None else max(float(ds["last"]), ts)
-        sig = reading_signature(r)
+            role = CAMERA if is_cam else STOP if get("role") == "stop_line" else MID
+            meta_of[did] = (role, -1 if is_cam else int(get("lane_index") or 0))
+        ds = dstates.get(did)
+        if ds is None:  # (not ``setdefault(did, {...})``: no throw-away dict per reading)
+            ds = dstates[did] = {"last": None, "sig": None, "rep": 0, "imp": 0, "zs": 0, "zr": 0.0}
+        ts = float(get("ts_s") or now_s)
+        last = ds["last"]
+        if last is None:
+            ds["last"] = ts
+        else:
+            last = float(last)
+            ds["last"] = ts if ts > last else last  # max(last, ts)
+        # reading_signature(r), inline
+        if is_cam:
+            sig = [get("count_total"), get("occupancy"), get("speed_kmh"), get("queue_max_veh")]
+        else:
+            sig = [get("count"), get("occupancy"), get("speed_kmh")]
         ds["rep"] = ds["rep"] + 1 if sig == ds["sig"] and _nonzero(sig) else 1
         ds["sig"] = sig
         bad = 1 if implausible_reason(r, model) is not None else 0
-        ds["imp"] = max(ds["imp"], bad) if did in win_count else bad  # any implausible reading in the window
-        win_count[did] = win_count.get(did, 0.0) + float((r.get("count_total") if is_cam else r.get("count")) or 0)
+        if did in win_count:  # any implausible reading in the window
+            if bad > ds["imp"]:
+                ds["imp"] = bad
+            win_count[did] += float((get("count_total") if is_cam else get("count")) or 0)
+        else:
+            ds["imp"] = bad
+            win_count[did] = 0.0 + float((get("count_total") if is_cam else get("count")) or 0)
 
     status: dict[str, str] = {}
     for did, ds in dstates.items():
@@ -199,6 +224,9 @@ def assess_window(
         if did in status:
             ds["zs"], ds["zr"] = 0, 0.0
             continue
+        if c > 0:  # (before the evidence, which only a detector that counted nothing needs)
+            ds["zs"], ds["zr"] = 0, 0.0
+            continue
         role, lane = meta_of[did]
         evidence = 0.0
         if role == CAMERA:
@@ -208,17 +236,14 @@ def assess_window(
             partner = [v for (ro, ln), v in lane_counts.items() if ln == lane and ro != role]
             if partner and max(partner) > 0:
                 evidence = max(partner)  # the same lane's other loop: the same vehicles
-            else:
+            elif cam_count is not None:
                 # the camera's count per lane, else the other lanes' mean, at half weight: lanes carry
                 # unequal shares, and a blocked or closed lane (both its loops quiet) is not a broken loop
+                evidence = 0.5 * cam_count / cam_lanes
+            else:
                 same_role = [v for (ro, ln), v in lane_counts.items() if ro == role and ln != lane]
-                if cam_count is not None:
-                    evidence = 0.5 * cam_count / cam_lanes
-                elif same_role:
+                if same_role:
                     evidence = 0.5 * sum(same_role) / len(same_role)
-        if c > 0:
-            ds["zs"], ds["zr"] = 0, 0.0
-            continue
         ds["zs"] += 1
         ds["zr"] = round(float(ds["zr"]) + evidence, 3)
         if ds["zr"] >= DISAGREE_MIN_REF_VEH:
@@ -233,4 +258,4 @@ def assess_window(
         status.setdefault(did, OK)
     for did in model.detectors:
         status.setdefault(did, OK)
-    return status, frozenset(d for d, s in status.items() if s != OK)
+    return status, frozenset([d for d, s in status.items() if s != OK])
