@@ -263,6 +263,12 @@ def measure_workers(
         child = ChildProcess(f"worker{i}", args, env, log_dir / f"worker{i}.log", wrapper=wrapper)
         workers.append(child)
         ports.append(port)
+    bridge = None
+    if settings.kafka_ingest == "bridge":  # the bridge validates `ingest` (no MQTT side here)
+        bs = settings.model_copy(
+            update={"bridge_web_port": free_port(), "mqtt": settings.mqtt.model_copy(update={"host": ""})}
+        )
+        bridge = ChildProcess("bridge", ["bridge"], settings_env(bs), log_dir / "bridge.log")
     if paced is not None:
         import threading
 
@@ -281,6 +287,7 @@ def measure_workers(
         threading.Thread(target=paced, daemon=True).start()
     samples: list[tuple[float, float]] = []
     cpu: list[tuple[float, float]] = []  # (processed, worker CPU s)
+    bridge_cpu: list[tuple[float, float]] = []  # (processed, bridge CPU s)
     peak_rss = 0.0
     metrics_bodies: list[str] = []
     t_start = time.monotonic()
@@ -297,6 +304,8 @@ def measure_workers(
             now = time.monotonic()
             samples.append((now, total))
             cpu.append((total, sum(cpu_s(w.proc.pid) for w in workers)))
+            if bridge is not None:
+                bridge_cpu.append((total, cpu_s(bridge.proc.pid)))
             peak_rss = max(peak_rss, sum(rss_mb(w.proc.pid) for w in workers))
             if total != last:
                 last, last_change = total, now
@@ -318,6 +327,8 @@ def measure_workers(
                 time.sleep(0.5)
         for w in workers:
             w.stop(grace_s=30)
+        if bridge is not None:
+            bridge.stop(grace_s=30)
     lo = next((t for t, v in samples if v >= 0.1 * n), None)
     hi = next((t for t, v in samples if v >= 0.9 * n), None)
     first = next((t for t, v in samples if v > 0), None)
@@ -327,6 +338,9 @@ def measure_workers(
     c_lo = next((c for v, c in cpu if v >= 0.1 * n), None)
     c_hi = next((c for v, c in cpu if v >= 0.9 * n), None)
     cpu_us = round((c_hi - c_lo) / (0.8 * n) * 1e6, 1) if c_lo is not None and c_hi is not None else None
+    b_lo = next((c for v, c in bridge_cpu if v >= 0.1 * n), None)
+    b_hi = next((c for v, c in bridge_cpu if v >= 0.9 * n), None)
+    bridge_us = round((b_hi - b_lo) / (0.8 * n) * 1e6, 1) if b_lo is not None and b_hi is not None else None
     body = "\n".join(metrics_bodies) if n_workers == 1 else ""
     latency = {
         "reading_applied": histogram_quantiles(body, "citybrain_processing_latency_seconds"),
@@ -345,6 +359,7 @@ def measure_workers(
         "peak_rss_mb": round(peak_rss, 1),
         "cpu_us_per_event": cpu_us,
         "cpu_utilisation": round(cpu_us * rate / 1e6, 2) if cpu_us and rate else None,
+        "bridge_cpu_us_per_event": bridge_us,
     }
 
 
@@ -389,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         help="ingest: raw device payloads (devices producing to Kafka, validated by the worker); events: what "
         "the MQTT bridge writes (validated, bundled per segment)",
     )
+    ap.add_argument(
+        "--kafka-ingest",
+        choices=["worker", "bridge"],
+        default="worker",
+        help="with --path ingest: who validates `ingest` (bridge: a `citybrain bridge` beside the worker)",
+    )
     ap.add_argument("--events-file", type=Path, default=None, help="device readings (JSONL); default: harness/sim")
     ap.add_argument("--network", type=Path, default=None, help="the readings' network (with --events-file)")
     ap.add_argument("--rate", type=float, default=0.0, help="produce live at this many readings/s (latency)")
@@ -415,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = TansuBroker(log_dir=log_dir)
     res: dict[str, Any] = {
         "path": a.path,
+        "kafka_ingest": a.kafka_ingest,
         "machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "engine": a.engine,
         "command": "python -m bench.bench_throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -428,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             mqtt={"host": "127.0.0.1", "port": 1},  # type: ignore[arg-type]  # the worker does not use MQTT
             window={"idle_close_s": 5.0},  # type: ignore[arg-type]
             log_level="warning",
+            kafka_ingest=a.kafka_ingest,
         )
         topic = settings.topics.name(a.path)
         records = as_bundles(items, a.partitions) if a.path == "events" else items

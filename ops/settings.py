@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    kafka_ingest: Literal["worker", "bridge"] = Field(
+        "worker",
+        description="who validates device events produced straight to the `ingest` topic: the worker (Faust agent "
+        "validate-ingest) or the bridge (aiokafka consumer group {app_id}-ingest; faster, scales with bridges)",
+    )
     kafka: KafkaSettings = KafkaSettings()  # type: ignore[call-arg]
     mqtt: MqttSettings = MqttSettings()  # type: ignore[call-arg]
     topics: TopicSettings = TopicSettings()

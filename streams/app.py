@@ -186,7 +186,8 @@ def build_app(
     from streams import console_web, lag, stall, web
     from streams.agents import city, ingest, segment_state, signals, webhooks
 
-    ingest.register(pipe)
+    if settings.kafka_ingest == "worker":  # else the bridges validate `ingest` (streams.kafka_ingest)
+        ingest.register(pipe)
     segment_state.register(pipe)
     webhooks.register(pipe)
     web.register(pipe)

@@ -1,0 +1,151 @@
+"""Validation of device events produced straight to Kafka (topic ``ingest``), run by the bridge process.
+
+With ``kafka_ingest = "bridge"`` the worker does not consume ``ingest`` (its Faust agent ``validate-ingest``
+is not registered); each ``citybrain bridge`` runs this instead: a plain aiokafka consumer in the group
+``{app_id}-ingest`` that validates each record like an MQTT message, forwards valid events to ``events`` as one
+bundle per partition (``streams.records.bundle_events``, keyed like the segment) and invalid ones to
+``dead-letter`` with the reason, and commits a batch's offsets only once Kafka has acknowledged everything the
+batch produced (at least once: a crash re-validates, and the worker's windows recognise a redelivered reading
+as a ``duplicate``). More bridges share the ``ingest`` partitions through Kafka's consumer group.
+
+Why: in the worker, Faust's per-message consumer machinery costs ≈ 35 % of its CPU on this path (a task pair per
+message, channel queues); here a batch of records costs one ``getmany`` and the worker only reads bundles.
+
+Metrics (on the bridge's ``/metrics``): ``citybrain_events_received_total{source="kafka"}``,
+``citybrain_events_valid_total``, ``citybrain_events_invalid_total`` (as the agent's), and
+``citybrain_consumer_lag_messages{topic}`` for the ``ingest`` partitions this bridge holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import Gauge
+
+from ops.settings import Settings
+from streams.records import DeviceInfo, InvalidEvent, bundle_events, dead_letter, decode_device_payload, encode_event
+from streams.topics import KeyPartitions, kafka_client_kwargs
+
+log = logging.getLogger(__name__)
+BATCH_MAX = 2000
+
+
+class KafkaIngest:
+    """Consume ``ingest``, validate, forward; see the module docstring.
+
+    Parameters
+    ----------
+    settings
+        Effective settings (topics, Kafka security, payload size limit).
+    devices
+        Device id → what the road graph says about it (``streams.app.device_index``).
+    metrics
+        The bridge's ingest metrics (shared with the MQTT side).
+    lag
+        Gauge ``citybrain_consumer_lag_messages{topic}`` in the bridge's registry.
+    bootstrap
+        Kafka bootstrap servers.
+    """
+
+    def __init__(self, settings: Settings, devices: dict[str, DeviceInfo], metrics: Any, lag: Gauge, bootstrap: str):
+        self.settings = settings
+        self.devices = devices
+        self.metrics = metrics
+        self.lag = lag
+        self.bootstrap = bootstrap
+        self.forwarded = 0
+        self.dead_lettered = 0
+        self.commit_failures = 0
+        self._committed: dict[Any, int] = {}
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._partition_of = KeyPartitions()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, producer: AIOKafkaProducer) -> None:
+        """Consume until :meth:`stop`; the batch in hand is finished and committed first."""
+        s = self.settings
+        ingest_topic = s.topics.name("ingest")
+        consumer = AIOKafkaConsumer(
+            ingest_topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{s.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **kafka_client_kwargs(s),
+        )
+        await consumer.start()
+        self.ready.set()
+        log.info("validating device events from Kafka topic %s (group %s-ingest)", ingest_topic, s.app_id)
+        try:
+            while not self._stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=BATCH_MAX)
+                if batches:
+                    offsets = await self._forward(producer, batches)
+                    try:
+                        await consumer.commit(offsets)
+                        self._committed.update(offsets)
+                    except (CommitFailedError, KafkaError) as exc:  # rebalanced meanwhile: the new owner redoes it
+                        self.commit_failures += 1
+                        log.warning("ingest offsets not committed (%r); those records will be validated again", exc)
+                await self._observe_lag(consumer, ingest_topic)
+        finally:
+            await consumer.stop()
+
+    async def _forward(self, producer: AIOKafkaProducer, batches: dict[Any, list[Any]]) -> dict[Any, int]:
+        s = self.settings
+        events_topic, dl_topic, ingest_topic = (s.topics.name(n) for n in ("events", "dead_letter", "ingest"))
+        max_bytes = s.mqtt.max_payload_bytes
+        n_parts = len(await producer.partitions_for(events_topic))
+        by_part: dict[int, list[bytes]] = defaultdict(list)
+        futs = []
+        offsets = {}
+        received, valid, invalid = self.metrics.received.labels("kafka"), self.metrics.valid, self.metrics.invalid
+        for tp, records in batches.items():
+            received.inc(len(records))
+            offsets[tp] = records[-1].offset + 1
+            for rec in records:
+                raw = rec.value if isinstance(rec.value, bytes) else bytes(rec.value or b"")
+                try:
+                    ev = decode_device_payload(raw, max_bytes=max_bytes, devices=self.devices)
+                except InvalidEvent as exc:
+                    invalid.labels(exc.reason_class).inc()
+                    dl = dead_letter(exc.reason_class, exc.reason, "kafka", ingest_topic, raw)
+                    futs.append(await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps()))
+                    self.dead_lettered += 1
+                    continue
+                valid.labels(ev["type"]).inc()
+                # received = when the device's record reached Kafka (its timestamp), for the latency metrics
+                by_part[self._partition_of(ev["segment_id"].encode(), n_parts)].append(
+                    encode_event(ev, rec.timestamp / 1000.0)
+                )
+                self.forwarded += 1
+        for part, encoded in by_part.items():
+            for bundle in bundle_events(encoded):
+                futs.append(await producer.send(events_topic, value=bundle, partition=part))
+        if futs:
+            await asyncio.gather(*futs)
+        return offsets
+
+    async def _observe_lag(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        """Messages on this bridge's ``ingest`` partitions not committed yet (highwater − committed, as the
+        worker's gauge), summed."""
+        total = 0
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            done = self._committed.get(tp)
+            try:
+                total += max(0, hw - (done if done is not None else await consumer.position(tp)))
+            except (KafkaError, AssertionError, TypeError):  # revoked meanwhile
+                continue
+        self.lag.labels(topic).set(total)
