@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     res["models"] = bench_models(events_path, network)
     src = ["--events-file", str(events_path)] + (["--network", str(network)] if network else [])
     res["ingest"] = throughput("ingest", ["--events", "100000", *src], a.out)
+    res["ingest_bridge"] = throughput("ingest_bridge", ["--events", "100000", "--kafka-ingest", "bridge", *src], a.out)
     res["events"] = throughput("events", ["--events", "100000", "--path", "events", *src], a.out)
     if not a.skip_kafka and java_available():
         res["live_kafka"] = throughput(
@@ -238,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         "one worker, devices producing to Kafka (`ingest` → validate → windows → models → outputs), Tansu",
         res["ingest"],
     )
+    tp_row(
+        "one worker, devices producing to Kafka, validated by a bridge (`kafka_ingest = bridge`), Tansu",
+        res["ingest_bridge"],
+    )
+    ib = (res["ingest_bridge"] or {}).get("worker") or {}
+    if ib.get("bridge_cpu_us_per_event"):
+        bridge_note = f"; the bridge: {ib['bridge_cpu_us_per_event']} µs CPU per reading"
+        rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][2] + bridge_note)
     tp_row("one worker behind MQTT bridges (validated bundles on `events`), Tansu", res["events"])
     live = res.get("live_kafka")
     if live:
