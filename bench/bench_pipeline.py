@@ -245,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ib = (res["ingest_bridge"] or {}).get("worker") or {}
     if ib.get("bridge_cpu_us_per_event"):
-        bridge_note = f"; the bridge: {ib['bridge_cpu_us_per_event']} µs CPU per reading"
+        bridge_note = (
+            f"; the bridge: {_fmt(ib.get('bridge_events_per_s'))} readings/s, "
+            f"{ib['bridge_cpu_us_per_event']} µs CPU per reading"
+        )
         rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][2] + bridge_note)
     tp_row("one worker behind MQTT bridges (validated bundles on `events`), Tansu", res["events"])
     live = res.get("live_kafka")
