@@ -116,6 +116,22 @@ def mqtt_publish(host: str, port: int, messages: list[tuple[str, bytes]]) -> Non
         client.loop_stop()
 
 
+def produce_raw(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    """Produce ``payloads`` to ``topic`` one by one, each acknowledged (devices producing to Kafka)."""
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for p in payloads:
+                await producer.send_and_wait(topic, p)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
 def consume_until(
     bootstrap: str,
     topic: str,

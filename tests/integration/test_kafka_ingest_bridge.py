@@ -15,12 +15,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ops.runtime import Stack
 from streams.topics import bootstrap_of
 
-from .conftest import Brokers, RunningStack, consume_until, metric_value, unique_settings
+from .conftest import Brokers, RunningStack, consume_until, metric_value, produce_raw, unique_settings
 from .test_pipeline import loop_event
 
 pytestmark = pytest.mark.integration
@@ -62,18 +62,7 @@ def test_the_bridge_validates_kafka_devices_and_the_worker_reads_only_bundles(br
     ]
     bad = [orjson.dumps({**good[0], "count": -3}), b"\xff not json"]
 
-    async def produce() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            for ev in good:
-                await producer.send_and_wait(s.topics.name("ingest"), orjson.dumps(ev))
-            for raw in bad:
-                await producer.send_and_wait(s.topics.name("ingest"), raw)
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    produce_raw(bootstrap, s.topics.name("ingest"), [*(orjson.dumps(ev) for ev in good), *bad])
     window = "D2right2@2025-01-06T08:01:00Z"
     states = consume_until(
         bootstrap, s.topics.name("segment_state"), lambda rs: any(r["state_id"] == window for r in rs)

@@ -6,14 +6,12 @@ lead out of the city (no signal at their end), so the estimate is the loops' own
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from .conftest import RunningStack, consume_until, health, metric_value, mqtt_publish
+from .conftest import RunningStack, consume_until, health, metric_value, mqtt_publish, produce_raw
 
 pytestmark = pytest.mark.integration
 
@@ -125,17 +123,7 @@ def test_devices_producing_to_kafka_get_the_same_validation(running: RunningStac
     ]
     bad = orjson.dumps({**good[0], "count": -3})
 
-    async def produce() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            for ev in good:
-                await producer.send_and_wait(s.topics.name("ingest"), orjson.dumps(ev))
-            await producer.send_and_wait(s.topics.name("ingest"), bad)
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    produce_raw(bootstrap, s.topics.name("ingest"), [*(orjson.dumps(ev) for ev in good), bad])
     states = consume_until(
         bootstrap,
         s.topics.name("segment_state"),

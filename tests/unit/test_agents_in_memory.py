@@ -23,9 +23,11 @@ def pipe(tmp_path: Any) -> Any:
     return build_app(settings, roadnet.grid_city(2, 2), broker_url="kafka://127.0.0.1:9")
 
 
-async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[tuple[str, Any, Any]] = []
-    names = {pipe.settings.topics.name(n): n for n in ("events", "dead_letter")}
+def capture_sends(
+    pipe: Any, monkeypatch: pytest.MonkeyPatch, sent: list[tuple[str, Any, Any]], rename: dict[str, str] | None = None
+) -> None:
+    """Replace ``pipe.send_raw`` (the boundary to Kafka, which these in-memory tests do not run) by a recorder of
+    (topic, key or else partition, value), already delivered. ``rename`` maps topic names to short ones."""
 
     async def capture(
         topic: str,
@@ -35,12 +37,19 @@ async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: 
         *,
         source: tuple[str, int] | None = None,
     ) -> asyncio.Future[None]:
-        sent.append((names[topic], key if key is not None else partition, value))
+        sent.append(((rename or {}).get(topic, topic), key if key is not None else partition, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
     monkeypatch.setattr(pipe, "send_raw", capture)
+
+
+async def test_validate_ingest_routes_valid_and_invalid(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, Any, Any]] = []
+    names = {pipe.settings.topics.name(n): n for n in ("events", "dead_letter")}
+
+    capture_sends(pipe, monkeypatch, sent, rename=names)
 
     det = next(d for d in pipe.graph.graph["detectors"].values() if d["kind"] == "loop")
     good = {
@@ -87,20 +96,7 @@ async def test_segment_windows_dead_letters_a_foreign_events_message(
     """Only citybrain writes ``events``; anything else there is dead-lettered with its bytes, and the agent goes on."""
     sent: list[tuple[str, Any, Any]] = []
 
-    async def capture(
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        *,
-        source: tuple[str, int] | None = None,
-    ) -> asyncio.Future[None]:
-        sent.append((topic, key, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    monkeypatch.setattr(pipe, "send_raw", capture)
+    capture_sends(pipe, monkeypatch, sent)
     agent = pipe.app.agents["segment-windows"]
     async with agent.test_context() as ctx:
         await ctx.put(b"[1, 2, 3]")  # an array, but not of events
