@@ -44,13 +44,12 @@ class Pipeline:
     worker_metrics: WorkerMetrics
     devices: dict[str, DeviceInfo]
     segments: dict[str, dict[str, Any]]
+    transactions: Transactions
     latest_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     console_view: Any = None
     signal_stats: dict[str, int] = field(default_factory=dict)
-    transactions: Transactions | None = None
-    _raw_topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
     async def send_raw(
         self,
@@ -59,7 +58,7 @@ class Pipeline:
         value: bytes,
         partition: int | None = None,
         *,
-        source: tuple[str, int] | None = None,
+        source: tuple[str, int],
     ) -> Awaitable[Any]:
         """Produce pre-serialised bytes to ``topic``; returns the delivery future (await it before acking).
 
@@ -67,17 +66,10 @@ class Pipeline:
         path costs ≈ 100 µs per message in CPU (futures, callbacks, codecs), this one ≈ 10 µs, and the agents
         await the delivery futures before their source offsets are acknowledged, so nothing is lost. Exactly
         once, ``source`` (the topic and partition of the events that caused the record) names the transaction
-        it joins (``streams.transactions``); without one it goes through Faust's topic path.
+        it joins (``streams.transactions``).
         """
-        if self.transactions is not None and self.transactions.enabled:
-            if source is not None:
-                return await self.transactions.send(topic, key, value, partition, source)
-            t = self._raw_topics.get(topic)
-            if t is None:  # one Faust topic object per name, not one per message
-                t = self._raw_topics[topic] = self.app.topic(
-                    topic, key_type=bytes, value_type=bytes, value_serializer="raw"
-                )
-            return await t.send(key=key, value=value, partition=partition)
+        if self.transactions.enabled:
+            return await self.transactions.send(topic, key, value, partition, source)
         return await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
 
 

@@ -33,12 +33,11 @@ def register(pipe: Pipeline) -> None:
     partition_of = KeyPartitions()
 
     txn = pipe.transactions
-    eos = txn is not None and txn.enabled
+    eos = txn.enabled
 
     @app.agent(topics.ingest, name="validate-ingest")
     async def validate_ingest(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            assert txn is not None
             async with txn.batch():
                 await process(batch)
                 txn.ack(batch)  # exactly once: inside the batch (no-op at least once: take_events acks)

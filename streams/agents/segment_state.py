@@ -335,7 +335,6 @@ def register(pipe: Pipeline) -> None:
         return futs
 
     txn = pipe.transactions
-    assert txn is not None
 
     @app.agent(topics.events, name="segment-windows")
     async def segment_windows(stream: Any) -> None:

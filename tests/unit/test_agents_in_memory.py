@@ -35,7 +35,7 @@ def capture_sends(
         value: bytes,
         partition: int | None = None,
         *,
-        source: tuple[str, int] | None = None,
+        source: tuple[str, int],
     ) -> asyncio.Future[None]:
         sent.append(((rename or {}).get(topic, topic), key if key is not None else partition, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
