@@ -187,7 +187,9 @@ def clearing_report(
 ) -> list[str]:
     """Per true incident: first matching alarm (scorer's rule), its estimated start and when it cleared."""
     cleared = {d["incident_id"]: parse_ts(d["ts"]) - t0 for d in decisions if d["type"] == CLEARED}
+    end_of_run = max((parse_ts(d["ts"]) - t0 for d in decisions), default=0)
     lines = []
+    shares = []
     for inc in truth:
         segs = {inc["segment_id"], *configs[inc["segment_id"]]["upstream"]}
         hit = next(
@@ -204,13 +206,33 @@ def clearing_report(
             lines.append(f"{inc['incident_id']}: missed")
             continue
         c = cleared.get(hit["incident_id"])
+        # share of the true incident time with an alarm open on its segment (or a feeder): what an operator sees
+        spans = [
+            (float(parse_ts(d["ts"]) - t0), float(cleared.get(d["incident_id"], max(end_of_run, inc["end_s"]))))
+            for d in decisions
+            if d["type"] == INCIDENT and d["segment_id"] in segs
+        ]
+        shares.append(open_share(spans, float(inc["start_s"]), float(inc["end_s"])))
         lines.append(
             f"{inc['incident_id']} {hit['segment_id']}/{hit['lane']}: true {inc['start_s']:.0f}-{inc['end_s']:.0f} s, "
             f"alarm {parse_ts(hit['ts']) - t0} s (est. start {parse_ts(hit['start_ts']) - t0} s, "
             f"{hit['evidence']['hypothesis']}, {hit['severity']}, conf {hit['confidence']}), "
-            f"cleared {c if c is not None else '-'} s"
+            f"cleared {c if c is not None else '-'} s, alarm open {shares[-1]:.0%} of the incident"
         )
+    if shares:
+        lines.append(f"alarm open for {sum(shares) / len(truth):.0%} of the true incident time (mean over incidents)")
     return lines
+
+
+def open_share(spans: list[tuple[float, float]], start: float, end: float) -> float:
+    """Share of ``[start, end]`` covered by the union of the ``(opened, cleared)`` spans."""
+    covered, cursor = 0.0, start
+    for a, b in sorted(spans):
+        a, b = max(a, cursor), min(b, end)
+        if b > a:
+            covered += b - a
+            cursor = b
+    return covered / (end - start) if end > start else 0.0
 
 
 def describe(decisions: list[dict[str, Any]], t0: int) -> None:

@@ -80,8 +80,11 @@ has checked yet). Until then an ``incident_suspected`` decision says a lane is e
 
 A camera stall alone raises at ``H_CAMERA_ONLY`` (lane unknown). An incident clears when, for
 ``CLEAR_STEPS`` steps, the raised hypothesis' evidence is below ``CLEAR_EVIDENCE`` (or below
-``CLEAR_EVIDENCE_BACK`` with the lane carrying half its share again) and the camera shows no stall at its
-latest clear position. CUSUMs are capped (``J_CAP``, ``C_CAP``) so that clearing is not delayed.
+``CLEAR_EVIDENCE_BACK`` with the lane carrying half its share again) and a healthy camera shows no halting
+vehicle at its latest clear position (or has no stall evidence left; ``CLEAR_NEEDS_CAMERA``). The loop alone
+is not enough: a stall downstream of the loop soon has drivers queueing behind it in its lane, so the loop
+counts again while the car still stands. CUSUMs are capped (``J_CAP``, ``C_CAP``) so that clearing is not
+delayed.
 
 Device health (own, O(1) per reading): ``silent`` after ``SILENT_INTERVALS`` intervals without a reading;
 ``stuck`` after ``STUCK_REPEATS`` identical readings with vehicles (untrusted from the first repeat), or
@@ -197,6 +200,8 @@ KAPPA_PRIOR_VEH = 40.0
 CLEAR_EVIDENCE = 1.0
 CLEAR_EVIDENCE_BACK = 4.0
 CLEAR_STEPS = 2
+#: Clearing also needs the camera to show the zone served at its latest clear position (or no stall evidence).
+CLEAR_NEEDS_CAMERA = True
 RECOVERY_DECAY = 0.7
 #: Caps of the lane and camera CUSUMs (nats): evidence far beyond the thresholds only delays the clearing.
 J_CAP = 10.0
@@ -1584,10 +1589,16 @@ def _maybe_clear(
         rc, ro = float(inc.get("rc", 0.0)), float(inc.get("ro", 0.0))
         back = rc >= 2.0 and rc / max(rc + ro, 1e-9) >= 0.5 * float(inc.get("p", 0.0))
         cam = state.get("cam")
-        cam_ok = C < C_CORROBORATE or (cam is not None and cam.get("clear_q") == 0)
+        if CLEAR_NEEDS_CAMERA:
+            # a healthy camera whose latest clear position still shows a halting vehicle (a stalled car in its
+            # zone) holds the incident open, even when the lane's loop counts again (drivers queue behind the
+            # stall in its lane and pass the loop upstream of it)
+            cam_ok = cam is None or cam.get("fault") is not None or C <= 0.0 or cam.get("clear_q") == 0
+        else:
+            cam_ok = C < C_CORROBORATE or (cam is not None and cam.get("clear_q") == 0)
         lane_ok = e_lane < CLEAR_EVIDENCE or (back and e_lane < CLEAR_EVIDENCE_BACK)
         # a lane that carries its share again with no evidence left needs no camera confirmation
-        gone = lane_ok and (cam_ok or (back and e_lane <= 0.0))
+        gone = lane_ok and (cam_ok or (back and e_lane <= 0.0 and not CLEAR_NEEDS_CAMERA))
     state["clear"][key] = int(state["clear"].get(key, 0)) + 1 if gone else 0
     if state["clear"][key] < CLEAR_STEPS:
         return

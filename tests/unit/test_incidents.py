@@ -340,6 +340,31 @@ def test_blocked_lane_clears_when_traffic_returns(configs: dict[str, dict[str, A
     assert clr[0]["duration_s"] > 0
 
 
+def test_stall_in_sight_of_the_camera_stays_open_while_its_lane_counts_again(
+    configs: dict[str, dict[str, Any]],
+) -> None:
+    """A stalled car in the camera's zone, downstream of the mid-link loop: after a few minutes drivers queue
+    behind it in its lane and pass the loop again (the lane's starvation evidence fades), but the camera still
+    shows a halting vehicle where the queue should have been served. The incident stays open until the camera
+    sees the zone served, after the car has left (harness INC1 cleared 367 s before the car left without this)."""
+    back_step = ONSET_STEP + 8  # the lane's loop counts normally again 4 min after the onset
+    end_step = ONSET_STEP + 20  # the stall leaves after 10 min
+
+    def mid(k: int, i: int, c: int) -> int:
+        return blocked(k, i, c) if k <= back_step else c
+
+    def stall_q(k: int, q: int) -> int:
+        return max(q, 1) if ONSET_STEP < k <= end_step else q
+
+    out = run(configs, traffic(50, mid=mid, queue=stall_q))
+    inc = [d for d in out if d["type"] == INCIDENT]
+    clr = [d for d in out if d["type"] == CLEARED]
+    assert len(inc) == 1 and inc[0]["lane"] == f"{SEG}_1"
+    assert len(clr) == 1 and clr[0]["incident_id"] == inc[0]["incident_id"]
+    assert at(clr[0]) > end_step * STEP  # not while the car still stands
+    assert at(clr[0]) - end_step * STEP <= 300  # the camera sees a clear position every 180 s here
+
+
 def test_red_phase_queue_is_not_an_incident(configs: dict[str, dict[str, Any]]) -> None:
     # long red queues at the camera, the stop-line loops held during red: a signal, not a stall
     def reading(k: int, did: str, ev: dict[str, Any]) -> dict[str, Any]:
