@@ -25,7 +25,10 @@ def test_zero_rule_fires_once_per_run_of_informative_zeros() -> None:
 
 
 def test_slow_rule_needs_a_counted_slow_vehicle() -> None:
-    rows = {("AB", 30): {0: (1, 8.0), 1: (0, None)}, ("AB", 60): {0: (2, 30.0), 1: (1, 9.9)}}
+    rows: dict[tuple[str, int], dict[int, tuple[int, float | None]]] = {
+        ("AB", 30): {0: (1, 8.0), 1: (0, None)},
+        ("AB", 60): {0: (2, 30.0), 1: (1, 9.9)},
+    }
     assert sorted(slow_alarms(rows, {"AB": 50.0}, 0.2)) == [(30, "AB", 0), (60, "AB", 1)]
     assert slow_alarms(rows, {"AB": 50.0}, 0.1) == []
 
