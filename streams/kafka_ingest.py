@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -28,7 +27,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Gauge
 
 from ops.settings import Settings
-from streams.records import DeviceInfo, InvalidEvent, bundle_events, dead_letter, decode_device_payload, encode_event
+from streams.metrics import IngestMetrics
+from streams.records import DeviceInfo, validate_batch
 from streams.topics import KeyPartitions, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ class KafkaIngest:
         Kafka bootstrap servers.
     """
 
-    def __init__(self, settings: Settings, devices: dict[str, DeviceInfo], metrics: Any, lag: Gauge, bootstrap: str):
+    def __init__(
+        self, settings: Settings, devices: dict[str, DeviceInfo], metrics: IngestMetrics, lag: Gauge, bootstrap: str
+    ):
         self.settings = settings
         self.devices = devices
         self.metrics = metrics
@@ -103,34 +105,30 @@ class KafkaIngest:
     async def _forward(self, producer: AIOKafkaProducer, batches: dict[Any, list[Any]]) -> dict[Any, int]:
         s = self.settings
         events_topic, dl_topic, ingest_topic = (s.topics.name(n) for n in ("events", "dead_letter", "ingest"))
-        max_bytes = s.mqtt.max_payload_bytes
-        n_parts = len(await producer.partitions_for(events_topic))
-        by_part: dict[int, list[bytes]] = defaultdict(list)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        # received = when the device's record reached Kafka (its timestamp), for the latency metrics
+        out = validate_batch(
+            (
+                (0, rec.value if isinstance(rec.value, bytes) else bytes(rec.value or b""), rec.timestamp / 1000.0)
+                for records in batches.values()
+                for rec in records
+            ),
+            max_bytes=s.mqtt.max_payload_bytes,
+            devices=self.devices,
+            source="kafka",
+            source_topic=ingest_topic,
+            n_partitions=len(await producer.partitions_for(events_topic)),
+            partition_of=self._partition_of,
+        )
         futs = []
-        offsets = {}
-        received, valid, invalid = self.metrics.received.labels("kafka"), self.metrics.valid, self.metrics.invalid
-        for tp, records in batches.items():
-            received.inc(len(records))
-            offsets[tp] = records[-1].offset + 1
-            for rec in records:
-                raw = rec.value if isinstance(rec.value, bytes) else bytes(rec.value or b"")
-                try:
-                    ev = decode_device_payload(raw, max_bytes=max_bytes, devices=self.devices)
-                except InvalidEvent as exc:
-                    invalid.labels(exc.reason_class).inc()
-                    dl = dead_letter(exc.reason_class, exc.reason, "kafka", ingest_topic, raw)
-                    futs.append(await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps()))
-                    self.dead_lettered += 1
-                    continue
-                valid.labels(ev["type"]).inc()
-                # received = when the device's record reached Kafka (its timestamp), for the latency metrics
-                by_part[self._partition_of(ev["segment_id"].encode(), n_parts)].append(
-                    encode_event(ev, rec.timestamp / 1000.0)
-                )
-                self.forwarded += 1
-        for part, encoded in by_part.items():
-            for bundle in bundle_events(encoded):
-                futs.append(await producer.send(events_topic, value=bundle, partition=part))
+        for _, dl in out.dead_letters:
+            futs.append(await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps()))
+        for _, part, bundle in out.bundles:
+            futs.append(await producer.send(events_topic, value=bundle, partition=part))
+        self.metrics.received.labels("kafka").inc(sum(len(records) for records in batches.values()))
+        self.metrics.count(out)
+        self.dead_lettered += len(out.dead_letters)
+        self.forwarded += sum(out.valid.values())
         if futs:
             await asyncio.gather(*futs)
         return offsets

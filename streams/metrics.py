@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from streams.records import REASON_CLASSES
+from streams.records import REASON_CLASSES, IngestBatch
 
 KINDS = ("loop", "camera")
 LATENCY_BUCKETS_S = (
@@ -55,6 +55,13 @@ class IngestMetrics:
         for r in REASON_CLASSES:
             m.invalid.labels(r)
         return m
+
+    def count(self, batch: IngestBatch) -> None:
+        """Add a validated batch's valid events (per kind) and rejected payloads (per reason class)."""
+        for reason, n in batch.invalid.items():
+            self.invalid.labels(reason).inc(n)
+        for kind, n in batch.valid.items():
+            self.valid.labels(kind).inc(n)
 
 
 @dataclass

@@ -22,8 +22,9 @@ import base64
 import hashlib
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -269,6 +270,63 @@ BUNDLE_MAX = 500
 def bundle_events(encoded: list[bytes]) -> list[bytes]:
     """``events`` topic values for encoded events of one partition: JSON arrays of at most ``BUNDLE_MAX``."""
     return [b"[" + b",".join(encoded[i : i + BUNDLE_MAX]) + b"]" for i in range(0, len(encoded), BUNDLE_MAX)]
+
+
+@dataclass
+class IngestBatch:
+    """What one batch of device records becomes (:func:`validate_batch`)."""
+
+    #: ``(source partition, events partition, bundle)``: the values to send to ``events``.
+    bundles: list[tuple[int, int, bytes]] = field(default_factory=list)
+    #: ``(source partition, record)``: the rejected payloads, for ``dead-letter``.
+    dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
+    #: Valid events per type, rejected payloads per reason class (for the ingest metrics).
+    valid: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+
+
+def validate_batch(
+    records: Iterable[tuple[int, bytes, float]],
+    *,
+    max_bytes: int,
+    devices: Mapping[str, DeviceInfo] | None,
+    source: str,
+    source_topic: str,
+    n_partitions: int,
+    partition_of: Callable[[bytes, int], int],
+) -> IngestBatch:
+    """Validate a batch of device payloads and group the valid ones into ``events`` bundles.
+
+    The one validation path of records read from Kafka (the worker's ``validate-ingest`` agent and the
+    bridge's :class:`streams.kafka_ingest.KafkaIngest`); the MQTT bridge does the same per message.
+
+    Parameters
+    ----------
+    records
+        ``(source partition, payload, received_at)``; ``received_at`` in Unix s. The source partition keeps
+        outputs apart per partition that caused them (exactly once: each joins that partition's transaction);
+        pass 0 when that does not matter.
+    max_bytes, devices
+        As :func:`decode_device_payload`.
+    source, source_topic
+        Where the payloads came from (``"kafka"``, the ``ingest`` topic), for the dead letters.
+    n_partitions, partition_of
+        Partitions of ``events`` and the function giving a key's partition (``streams.topics.KeyPartitions``):
+        each segment's events go to the partition a keyed send would pick.
+    """
+    out = IngestBatch()
+    by_part: dict[tuple[int, int], list[bytes]] = defaultdict(list)
+    for src, raw, received_at in records:
+        try:
+            ev = decode_device_payload(raw, max_bytes=max_bytes, devices=devices)
+        except InvalidEvent as exc:
+            out.invalid[exc.reason_class] += 1
+            out.dead_letters.append((src, dead_letter(exc.reason_class, exc.reason, source, source_topic, raw)))
+            continue
+        out.valid[ev["type"]] += 1
+        by_part[(src, partition_of(ev["segment_id"].encode(), n_partitions))].append(encode_event(ev, received_at))
+    out.bundles = [(src, part, b) for (src, part), encoded in by_part.items() for b in bundle_events(encoded)]
+    return out
 
 
 def unbundle_events(raw: bytes) -> list[dict[str, Any]]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
-from streams.records import InvalidEvent, bundle_events, dead_letter, decode_device_payload, encode_event
+from streams.records import validate_batch
 from streams.topics import KeyPartitions
 
 if TYPE_CHECKING:
@@ -45,38 +44,33 @@ def register(pipe: Pipeline) -> None:
     async def process(batch: list[Any]) -> None:
         received.inc(len(batch))
         now = time.time()
-        futs = []
-        valid: Counter[str] = Counter()
-        # (source partition, events partition) → encoded events: exactly once, each source partition's
-        # outputs join its own transaction, so they are bundled apart
-        by_part: dict[tuple[int, int], list[bytes]] = defaultdict(list)
         n_parts = app.consumer.topic_partitions(events_name) or settings.kafka.partitions
+        records = []
         for event in batch:
             payload = event.value
             raw = payload if isinstance(payload, bytes) else bytes(payload or b"")
-            src = event.message.partition if eos else 0
-            try:
-                ev = decode_device_payload(raw, max_bytes=max_bytes, devices=pipe.devices)
-            except InvalidEvent as exc:
-                metrics.invalid.labels(exc.reason_class).inc()
-                dl = dead_letter(exc.reason_class, exc.reason, "kafka", ingest_topic_name, raw)
-                futs.append(
-                    await pipe.send_raw(
-                        dead_letter_name, dl.dead_letter_id.encode(), dl.dumps(), source=(ingest_topic_name, src)
-                    )
-                )
-                continue
-            valid[ev["type"]] += 1
             # received = when the device's record reached Kafka (its timestamp), for the latency metrics
             ts = getattr(event.message, "timestamp", None)
             rx = float(ts) if isinstance(ts, int | float) and 0 < ts <= now else now
-            by_part[(src, partition_of(ev["segment_id"].encode(), n_parts))].append(encode_event(ev, rx))
-        for (src, part), encoded in by_part.items():
-            for bundle in bundle_events(encoded):
-                futs.append(
-                    await pipe.send_raw(events_name, None, bundle, partition=part, source=(ingest_topic_name, src))
+            records.append((event.message.partition if eos else 0, raw, rx))
+        out = validate_batch(
+            records,
+            max_bytes=max_bytes,
+            devices=pipe.devices,
+            source="kafka",
+            source_topic=ingest_topic_name,
+            n_partitions=n_parts,
+            partition_of=partition_of,
+        )
+        futs = []
+        for src, dl in out.dead_letters:
+            futs.append(
+                await pipe.send_raw(
+                    dead_letter_name, dl.dead_letter_id.encode(), dl.dumps(), source=(ingest_topic_name, src)
                 )
-        for typ, n in valid.items():
-            metrics.valid.labels(typ).inc(n)
+            )
+        for src, part, bundle in out.bundles:
+            futs.append(await pipe.send_raw(events_name, None, bundle, partition=part, source=(ingest_topic_name, src)))
+        metrics.count(out)
         if futs:
             await asyncio.gather(*futs)

@@ -186,3 +186,49 @@ def test_bundle_partitions_are_those_of_a_keyed_send() -> None:
         for i in range(300):
             key = f"seg-{i}-{n}".encode()
             assert part(key, n) == DefaultPartitioner()(key, list(range(n)), list(range(n)))
+
+
+def test_batch_validation_bundles_per_source_and_events_partition_and_dead_letters_the_rest() -> None:
+    from streams.records import unbundle_events, validate_batch
+    from streams.topics import KeyPartitions
+
+    other = {**LOOP, "detector_id": "loop_mid_C2D2_0", "segment_id": "C2D2", "lane": "C2D2_0"}
+    devices = {**DEVICES, "loop_mid_C2D2_0": DeviceInfo("loop", "C2D2", "C2D2_0")}
+    part = KeyPartitions()
+    assert part(b"B2C2", 4) != part(b"C2D2", 4)  # the two segments land on different partitions
+    records = [
+        (0, orjson.dumps(LOOP), 10.0),
+        (0, orjson.dumps(other), 11.0),
+        (1, orjson.dumps(CAMERA), 12.0),  # same segment as the first, but from another source partition
+        (0, b"{not json", 13.0),
+        (1, orjson.dumps({**LOOP, "detector_id": "loop_nowhere"}), 14.0),
+        (0, orjson.dumps({**LOOP, "ts": "2025-01-06T07:30:30Z"}), 15.0),
+    ]
+    out = validate_batch(
+        records,
+        max_bytes=8192,
+        devices=devices,
+        source="kafka",
+        source_topic="ingest",
+        n_partitions=4,
+        partition_of=part,
+    )
+    assert out.valid == {"loop": 3, "camera": 1}
+    assert out.invalid == {"not_json": 1, "unknown_device": 1}
+    assert [(src, dl.reason_class, dl.source_topic) for src, dl in out.dead_letters] == [
+        (0, "not_json", "ingest"),
+        (1, "unknown_device", "ingest"),
+    ]
+    got = {
+        (src, p): [(e.get("detector_id") or e["camera_id"], e["ts"], e["received_at"]) for e in unbundle_events(b)]
+        for src, p, b in out.bundles
+    }
+    b2c2, c2d2 = part(b"B2C2", 4), part(b"C2D2", 4)
+    assert got == {
+        (0, b2c2): [
+            ("loop_mid_B2C2_0", "2025-01-06T07:30:00Z", 10.0),
+            ("loop_mid_B2C2_0", "2025-01-06T07:30:30Z", 15.0),
+        ],
+        (0, c2d2): [("loop_mid_C2D2_0", "2025-01-06T07:30:00Z", 11.0)],
+        (1, b2c2): [("cam_B2C2", "2025-01-06T07:30:00Z", 12.0)],
+    }
