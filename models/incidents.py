@@ -25,8 +25,13 @@ Decisions
   "evidence": {"hypothesis", "rules", "corroboration", "detectors", "scores", "section"}}``: raised once per
   episode. ``ts`` = ``detected_ts`` = the event time of the reading that made the decision possible;
   ``start_ts`` = the start of the interval in which the evidence began (estimated onset).
+- ``{"type": "incident_updated", "incident_id", "segment_id", "lane", "lanes", "start_ts", "ts", "severity",
+  "delay_s_per_veh", "delay_veh_h_per_h", "changes", "update_seq"}`` when an open incident changes: another
+  lane of the segment is raised while it is open (it joins that incident: ``changes`` has ``lanes``), one of
+  its lanes clears while others stay blocked (``lanes``), or its severity rises (``severity``).
+  ``update_seq`` numbers the segment's updates (stable across a replay of the same stream).
 - ``{"type": "incident_cleared", "incident_id", "segment_id", "lane", "lanes", "start_ts", "ts",
-  "duration_s"}`` when the signature has disappeared.
+  "duration_s"}`` when the signature has disappeared (from its last lane).
 - ``{"type": "incident_suspected", "segment_id", "lane", "detector_id", "ts", "start_ts", "evidence"}``: a
   lane reads exact zeros while its neighbours flow, and nothing yet tells a blocked lane from a dead loop
   (for an operator to check on CCTV; not an alarm).
@@ -192,6 +197,9 @@ REF_PRIOR = (0.25, 0.17, 0.1, 0.05, 0.04)
 REF_FORGET = 0.97
 #: Learning rate per step of a section's mean flow (vehicles per step; for the delay estimate).
 FLOW_ALPHA = 0.05
+#: Learning rate per step of a section's current flow, learned always (an open incident's severity follows
+#: the demand arriving now, not the flow learned before it).
+FLOW_NOW_ALPHA = 0.2
 #: Prior weight (vehicles) of the cross-section ratio kappa = 1 (vehicles are conserved along a link).
 KAPPA_PRIOR_VEH = 40.0
 #: Clearing: lane evidence below CLEAR_EVIDENCE (nats) for ``CLEAR_STEPS`` steps in a row, or below
@@ -256,9 +264,11 @@ LANE_CHANGE_FRICTION_S = 2.0
 DELAY_HORIZON_S = 900.0
 
 #: Version of the state layout (older states are upgraded in place on their next event).
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 INCIDENT, CLEARED, SUSPECTED = "incident", "incident_cleared", "incident_suspected"
+UPDATED = "incident_updated"
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 FAULT, RESTORED = "device_fault", "device_restored"
 SILENT, STUCK, ZERO, IMPLAUSIBLE = "silent", "stuck", "zero", "implausible"
 #: Hypotheses per lane: name -> share of the lane's flow still passing the upstream loop.
@@ -420,7 +430,8 @@ def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
     ``x`` (per section: learned lane counts ``n``, kappa sums ``k``, flow ``tot``, per lane: ratio sums
     ``r`` to the downstream loop, previous count ``mp``, per hypothesis CUSUMs ``J`` and their starts
     ``z0``, ``alive``), ``cam`` (camera health, per-bin queue rates ``b``), ``C`` (camera CUSUM, nats),
-    ``open``/``clear`` (open incidents by lane), ``flow`` (veh/h), ``seq``.
+    ``open``/``clear`` (open incidents by lane; lanes of one incident share its id), ``flow`` (veh/h),
+    ``seq`` (incidents raised), ``useq`` (updates reported).
     """
     n = int(cfg["lanes"])
     x = {
@@ -428,6 +439,7 @@ def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "n": [0.0] * n,
             "k": [0.0, 0.0],
             "tot": 0.0,
+            "tn": 0.0,
             "r": [[0.0, 0.0] for _ in range(n)],
             "mp": [0.0] * n,
             "J": {h: [0.0] * n for h in HYPOTHESES},
@@ -458,7 +470,9 @@ def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "clear": {},
         "susp": {},
         "flow": 0.0,
+        "flow_now": 0.0,
         "seq": 0,
+        "useq": 0,
         "v": STATE_VERSION,
     }
 
@@ -933,6 +947,8 @@ def _step(
                     rr[0] = rr[0] * LANE_RATIO_FORGET + c[i]
                     rr[1] = rr[1] * LANE_RATIO_FORGET + float(usable[d_det][0])
             mp[i] = float(c[i])
+        if n_idx == n_lanes:
+            xs["tn"] = xs["tn"] * (1.0 - FLOW_NOW_ALPHA) + FLOW_NOW_ALPHA * N
         if quiet:
             lam = 0.5 ** (N / SHARE_HALF_LIFE_VEH)
             for i in idx:
@@ -959,11 +975,16 @@ def _step(
     if state["open"]:
         _recovery(cfg, state, usable)
     best: float | None = None  # max(tot over the sections), first of equals
+    best_now = 0.0
     for name in sections:
         v = xstates[name]["tot"]
         if best is None or v > best:
             best = v
+        v = xstates[name]["tn"]
+        if v > best_now:
+            best_now = v
     state["flow"] = (0.0 if best is None else best) * 3600.0 / float(cfg["step_s"])
+    state["flow_now"] = best_now * 3600.0 / float(cfg["step_s"])
     out += _decide(cfg, state, t, now, downstream)
     return out
 
@@ -1319,14 +1340,17 @@ def _lane_evidence(cfg: Mapping[str, Any], state: Mapping[str, Any], i: int) -> 
     return best, where, hyp
 
 
-def _delay(cfg: Mapping[str, Any], state: Mapping[str, Any], blocked: int, slow_kmh: float | None) -> float:
-    """Extra delay per vehicle (s) with ``blocked`` lanes lost or one lane at ``slow_kmh`` (km/h).
+def _delay(
+    cfg: Mapping[str, Any], state: Mapping[str, Any], blocked: int, slow_kmh: float | None, flow: float | None = None
+) -> float:
+    """Extra delay per vehicle (s) with ``blocked`` lanes lost or one lane at ``slow_kmh`` (km/h), at ``flow``
+    (veh/h; default: the segment's learned flow).
 
     Webster's uniform delay on signalised approaches, BPR on others, an overflow queue when demand exceeds
     the remaining capacity, plus a lane-change friction term.
     """
     n = int(cfg["lanes"])
-    q = float(state.get("flow") or 0.0)
+    q = float(state.get("flow") or 0.0) if flow is None else flow
     cap = float(cfg["capacity_veh_h"])
     rest = cap * max(n - blocked, 0) / n if n else 0.0
     x0 = q / cap if cap > 0 else 0.0
@@ -1389,6 +1413,7 @@ def _decide(
                 if h_open in HYPOTHESES and sec_open in state["x"]:
                     e = float(state["x"][sec_open]["J"][h_open][i])  # the evidence of what was raised
                 _maybe_clear(cfg, state, key, e, C, now, out)
+                _maybe_escalate(cfg, state, key, now, out)
             continue
         # another lane already open: this one needs its own evidence beyond the shared camera term
         extra = C if opened else 0.0
@@ -1505,36 +1530,15 @@ def _raise(
     section: str | None,
     downstream: Mapping[str, Mapping[str, Any]] | None,
 ) -> dict[str, Any]:
-    n = int(cfg["lanes"])
-    slow_kmh = None
-    if hyp == "slow" and section is not None and lanes:
-        sig = (state["d"].get(cfg["sections"][section]["lanes"][str(lanes[0])]) or {}).get("sig")
-        if sig and sig[2] is not None:
-            slow_kmh = float(sig[2])
-    blocked = 0 if hyp == "slow" else max(1, len(lanes))
-    delay = _delay(cfg, state, blocked, slow_kmh)
-    flow = float(state.get("flow") or 0.0)
-    sev = _severity(n, blocked, delay, flow, float(cfg["capacity_veh_h"]))
-    total = float(scores.get("total", 0.0))
-    # heuristic map of the evidence margin to 0.5-1: 0.5 at half the threshold, ~0.9 at the threshold
-    conf = round(1.0 - 0.5 * math.exp(-max(0.0, total - H_RAISE / 2.0) / 2.0), 3)
-    state["seq"] = int(state["seq"]) + 1
-    iid = f"{cfg['segment_id']}#{state['seq']}"
     key = str(lanes[0]) if lanes else "cam"
-    lane_ids = [cfg["lane_ids"][i] for i in lanes]
-    evidence: dict[str, Any] = {
-        "hypothesis": hyp,
-        "rules": rules,
-        "corroboration": corr,
-        "detectors": dets,
-        "scores": scores,
-    }
-    if section is not None:
-        evidence["section"] = section
-    for sid, summ in (downstream or {}).items():
-        if summ.get("open_lanes") and summ.get("open_since") is not None and int(summ["open_since"]) <= start:
-            evidence["probable_spillback_of"] = sid
-            break
+    # an incident already open on the segment (another lane, or the camera's lane-unknown stall): this lane
+    # widens it (one incident per segment and cause, updated, not a second one)
+    joined = next(iter(state["open"].values()), None) if lanes else None
+    if joined is not None:
+        iid = str(joined["id"])
+    else:
+        state["seq"] = int(state["seq"]) + 1
+        iid = f"{cfg['segment_id']}#{state['seq']}"
     share = 0.0
     if section is not None and lanes:
         xs = state["x"][section]
@@ -1552,6 +1556,27 @@ def _raise(
         "ro": 0.0,
     }
     state["clear"][key] = 0
+    if joined is not None:
+        return _updated(cfg, state, iid, now, ["lanes"])
+    sev, delay, flow = _assess(cfg, state, iid)
+    state["open"][key]["sev"] = sev
+    total = float(scores.get("total", 0.0))
+    # heuristic map of the evidence margin to 0.5-1: 0.5 at half the threshold, ~0.9 at the threshold
+    conf = round(1.0 - 0.5 * math.exp(-max(0.0, total - H_RAISE / 2.0) / 2.0), 3)
+    lane_ids = [cfg["lane_ids"][i] for i in lanes]
+    evidence: dict[str, Any] = {
+        "hypothesis": hyp,
+        "rules": rules,
+        "corroboration": corr,
+        "detectors": dets,
+        "scores": scores,
+    }
+    if section is not None:
+        evidence["section"] = section
+    for sid, summ in (downstream or {}).items():
+        if summ.get("open_lanes") and summ.get("open_since") is not None and int(summ["open_since"]) <= start:
+            evidence["probable_spillback_of"] = sid
+            break
     return {
         "type": INCIDENT,
         "incident_id": iid,
@@ -1567,6 +1592,66 @@ def _raise(
         "delay_veh_h_per_h": round(delay * flow / 3600.0, 2),
         "evidence": evidence,
     }
+
+
+def _assess(cfg: Mapping[str, Any], state: Mapping[str, Any], iid: str) -> tuple[str, float, float]:
+    """Severity, extra delay (s/veh) and flow (veh/h) of incident ``iid`` over all its open lanes."""
+    recs = [o for o in state["open"].values() if o["id"] == iid]
+    blocking = [o for o in recs if o.get("hyp") != "slow"]
+    blocked = max(1, len({i for o in blocking for i in o["lanes"]})) if blocking else 0
+    slow_kmh = None
+    if not blocking:
+        for o in recs:
+            if o.get("sec") is not None and o["lanes"]:
+                sig = (state["d"].get(cfg["sections"][o["sec"]]["lanes"][str(o["lanes"][0])]) or {}).get("sig")
+                if sig and sig[2] is not None:
+                    slow_kmh = float(sig[2])
+                    break
+    # the demand now when it exceeds the flow learned before the incident (a peak building up behind it)
+    flow = max(float(state.get("flow") or 0.0), float(state.get("flow_now") or 0.0))
+    delay = _delay(cfg, state, blocked, slow_kmh, flow)
+    return _severity(int(cfg["lanes"]), blocked, delay, flow, float(cfg["capacity_veh_h"])), delay, flow
+
+
+def _updated(cfg: Mapping[str, Any], state: dict[str, Any], iid: str, now: int, changes: list[str]) -> dict[str, Any]:
+    """An ``incident_updated`` decision for open incident ``iid`` (its lanes or severity changed)."""
+    recs = [o for o in state["open"].values() if o["id"] == iid]
+    sev, delay, flow = _assess(cfg, state, iid)
+    if any(o.get("sev") not in (None, sev) for o in recs) and "severity" not in changes:
+        changes = [*changes, "severity"]
+    for o in recs:
+        o["sev"] = sev
+    state["useq"] = int(state.get("useq") or 0) + 1
+    lanes = sorted({i for o in recs for i in o["lanes"]})
+    lane_ids = [cfg["lane_ids"][i] for i in lanes]
+    return {
+        "type": UPDATED,
+        "incident_id": iid,
+        "segment_id": cfg["segment_id"],
+        "lane": lane_ids[0] if lane_ids else None,
+        "lanes": lane_ids,
+        "start_ts": format_ts(min(int(o["start_s"]) for o in recs)),
+        "ts": format_ts(now),
+        "severity": sev,
+        "delay_s_per_veh": round(delay, 1),
+        "delay_veh_h_per_h": round(delay * flow / 3600.0, 2),
+        "changes": changes,
+        "update_seq": int(state["useq"]),
+    }
+
+
+def _maybe_escalate(
+    cfg: Mapping[str, Any], state: dict[str, Any], key: str, now: int, out: list[dict[str, Any]]
+) -> None:
+    """Report an open incident whose severity rose (demand grew against what the blocked lanes leave)."""
+    rec = state["open"].get(key)
+    if rec is None:
+        return
+    sev, _, _ = _assess(cfg, state, str(rec["id"]))
+    if "sev" not in rec:  # a state saved before severities were kept: start from now
+        rec["sev"] = sev
+    elif SEVERITY_RANK[sev] > SEVERITY_RANK[str(rec["sev"])]:
+        out.append(_updated(cfg, state, str(rec["id"]), now, ["severity"]))
 
 
 def _maybe_clear(
@@ -1589,11 +1674,15 @@ def _maybe_clear(
         rc, ro = float(inc.get("rc", 0.0)), float(inc.get("ro", 0.0))
         back = rc >= 2.0 and rc / max(rc + ro, 1e-9) >= 0.5 * float(inc.get("p", 0.0))
         cam = state.get("cam")
-        if CLEAR_NEEDS_CAMERA:
+        # the incident's other open lanes explain a halting vehicle the camera sees (it cannot tell lanes)
+        shared = any(o["id"] == inc["id"] for k, o in state["open"].items() if k != key)
+        if CLEAR_NEEDS_CAMERA and not shared:
             # a healthy camera whose latest clear position still shows a halting vehicle (a stalled car in its
             # zone) holds the incident open, even when the lane's loop counts again (drivers queue behind the
             # stall in its lane and pass the loop upstream of it)
             cam_ok = cam is None or cam.get("fault") is not None or C <= 0.0 or cam.get("clear_q") == 0
+        elif shared:
+            cam_ok = True
         else:
             cam_ok = C < C_CORROBORATE or (cam is not None and cam.get("clear_q") == 0)
         lane_ok = e_lane < CLEAR_EVIDENCE or (back and e_lane < CLEAR_EVIDENCE_BACK)
@@ -1609,6 +1698,11 @@ def _maybe_clear(
             _reset_lane(state, name, int(key))
     if key == "cam" or not state["open"]:
         state["C"] = 0.0
+    rest = [o for o in state["open"].values() if o["id"] == inc["id"]]
+    if rest:  # other lanes of it are still blocked: narrower, not cleared
+        if set(inc["lanes"]) - {i for o in rest for i in o["lanes"]}:
+            out.append(_updated(cfg, state, str(inc["id"]), now, ["lanes"]))
+        return
     lanes = [cfg["lane_ids"][i] for i in inc["lanes"]]
     out.append(
         {

@@ -125,7 +125,7 @@ class WorkerMetrics:
             ),
             incidents=Counter(
                 "citybrain_incidents",
-                "Incident lifecycle events, by stage (new, cleared)",
+                "Incident lifecycle events, by stage (new, updated, cleared)",
                 ["stage"],
                 registry=registry,
             ),
@@ -151,7 +151,7 @@ class WorkerMetrics:
             m.windows.labels(c)
         for st in ("silent", "stuck", "zero", "implausible", "cleared"):
             m.device_faults.labels(st)
-        for stage in ("new", "cleared"):
+        for stage in ("new", "updated", "cleared"):
             m.incidents.labels(stage)
         return m
 

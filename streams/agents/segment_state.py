@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from streams.windowing import ClosedWindow, add_reading, close_windows, new_stat
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
+    from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,87 @@ BATCH_WITHIN_S = 0.05
 RESCAN_EVERY_S = 10.0
 FILL_EVERY_S = 2.0
 MAX_FILL_WINDOWS = 120
+
+
+def lifecycle_alerts(
+    decisions: list[dict[str, Any]],
+    state: dict[str, Any],
+    locate: Callable[[str], dict[str, Any]],
+    metrics: WorkerMetrics,
+) -> list[Alert]:
+    """Incident-model decisions → lifecycle alerts with stable ids (the model's ids survive restarts).
+
+    ``state`` is the segment's table entry: ``state["incs"]`` keeps each open incident's full record, so an
+    ``updated`` or ``cleared`` alert (and the compacted ``incidents`` topic it feeds) carries every field, not
+    only what changed. ``locate(segment_id)`` gives the location fields (``x_m``/``y_m``, ``lon``/``lat``).
+    Event ids: ``{incident_id}:new|suspected|cleared`` and ``{incident_id}:updated:{n}`` with the model's update
+    number, so a batch processed again after a crash produces the same ids (receivers deduplicate).
+    """
+    out: list[Alert] = []
+    known = state.setdefault("incs", {})
+    for d in decisions:
+        typ = d["type"]
+        if typ in ("incident", "incident_updated", "incident_cleared", "incident_suspected"):
+            iid = str(d.get("incident_id") or f"{d['segment_id']}~{d.get('lane')}@{d['ts']}")
+            inc = {**known.get(iid, {}), **{k: v for k, v in d.items() if k != "type"}}
+            stage = {
+                "incident": "new",
+                "incident_updated": "updated",
+                "incident_cleared": "cleared",
+                "incident_suspected": "suspected",
+            }[typ]
+            if stage == "new":
+                hyp = (d.get("evidence") or {}).get("hypothesis")
+                inc |= {
+                    "incident_id": iid,
+                    "kind": "slowdown" if hyp == "slow" else "blocked lane",
+                    "estimated_start": d.get("start_ts"),
+                    "detected_at": d.get("detected_ts"),
+                    "estimated_delay_veh_h": d.get("delay_veh_h_per_h"),
+                    "summary": f"{'slowdown' if hyp == 'slow' else 'blocked lane'} on {d['segment_id']}",
+                    **locate(str(d["segment_id"])),
+                }
+                metrics.incidents.labels("new").inc()
+            elif stage == "updated":
+                if d.get("delay_veh_h_per_h") is not None:
+                    inc["estimated_delay_veh_h"] = d["delay_veh_h_per_h"]
+                metrics.incidents.labels("updated").inc()
+            elif stage == "cleared":
+                inc["cleared_at"] = d.get("ts")
+                metrics.incidents.labels("cleared").inc()
+            inc["state"] = stage
+            if stage in ("new", "updated"):
+                # the full record (not what changes per alert), so later alerts of the incident carry every field
+                known[iid] = {k: v for k, v in inc.items() if k not in ("state", "ts", "changes", "update_seq")}
+            else:  # cleared; a suspicion's id is its own (nothing refers to it later): not kept
+                known.pop(iid, None)
+            # updates are numbered by the model (stable when a batch is processed again): distinct ids
+            eid = f"{iid}:updated:{d.get('update_seq')}" if stage == "updated" else f"{iid}:{stage}"
+            out.append(Alert(event_id=eid, type=f"incident.{stage}", time=str(d["ts"]), subject=iid, data=inc))
+        elif typ in ("device_fault", "device_restored"):
+            det = str(d["detector_id"])
+            restored = typ == "device_restored"
+            status = "ok" if restored else str(d.get("fault"))
+            data = {
+                "detector_id": det,
+                "segment_id": d.get("segment_id"),
+                "lane": d.get("lane"),
+                "status": status,
+                "fault": d.get("fault"),
+                "since": d.get("since_ts"),
+                "evidence": d.get("evidence"),
+            }
+            metrics.device_faults.labels("cleared" if restored else status).inc()
+            out.append(
+                Alert(
+                    event_id=f"{det}:{'restored' if restored else status}@{d['ts']}",
+                    type="device_fault.cleared" if restored else "device_fault.new",
+                    time=str(d["ts"]),
+                    subject=det,
+                    data=data,
+                )
+            )
+    return out
 
 
 def register(pipe: Pipeline) -> None:
@@ -243,66 +326,7 @@ def register(pipe: Pipeline) -> None:
         return out
 
     def to_alerts(decisions: list[dict[str, Any]], state: dict[str, Any]) -> list[Alert]:
-        """Incident-model decisions → lifecycle alerts with stable ids (the model's ids survive restarts)."""
-        out: list[Alert] = []
-        known = state.setdefault("incs", {})
-        for d in decisions:
-            typ = d["type"]
-            if typ in ("incident", "incident_cleared", "incident_suspected"):
-                iid = str(d.get("incident_id") or f"{d['segment_id']}~{d.get('lane')}@{d['ts']}")
-                inc = {**known.get(iid, {}), **{k: v for k, v in d.items() if k != "type"}}
-                stage = {"incident": "new", "incident_cleared": "cleared", "incident_suspected": "suspected"}[typ]
-                if stage == "new":
-                    hyp = (d.get("evidence") or {}).get("hypothesis")
-                    inc |= {
-                        "incident_id": iid,
-                        "kind": "slowdown" if hyp == "slow" else "blocked lane",
-                        "estimated_start": d.get("start_ts"),
-                        "detected_at": d.get("detected_ts"),
-                        "estimated_delay_veh_h": d.get("delay_veh_h_per_h"),
-                        "summary": f"{'slowdown' if hyp == 'slow' else 'blocked lane'} on {d['segment_id']}",
-                        **locate(str(d["segment_id"])),
-                    }
-                    metrics.incidents.labels("new").inc()
-                elif stage == "cleared":
-                    inc["cleared_at"] = d.get("ts")
-                    metrics.incidents.labels("cleared").inc()
-                inc["state"] = stage
-                if stage == "cleared":
-                    known.pop(iid, None)
-                else:
-                    known[iid] = {
-                        k: inc[k]
-                        for k in ("incident_id", "segment_id", "lanes", "kind", "detected_at", "estimated_start")
-                        if k in inc
-                    }
-                out.append(
-                    Alert(event_id=f"{iid}:{stage}", type=f"incident.{stage}", time=str(d["ts"]), subject=iid, data=inc)
-                )
-            elif typ in ("device_fault", "device_restored"):
-                det = str(d["detector_id"])
-                restored = typ == "device_restored"
-                status = "ok" if restored else str(d.get("fault"))
-                data = {
-                    "detector_id": det,
-                    "segment_id": d.get("segment_id"),
-                    "lane": d.get("lane"),
-                    "status": status,
-                    "fault": d.get("fault"),
-                    "since": d.get("since_ts"),
-                    "evidence": d.get("evidence"),
-                }
-                metrics.device_faults.labels("cleared" if restored else status).inc()
-                out.append(
-                    Alert(
-                        event_id=f"{det}:{'restored' if restored else status}@{d['ts']}",
-                        type="device_fault.cleared" if restored else "device_fault.new",
-                        time=str(d["ts"]),
-                        subject=det,
-                        data=data,
-                    )
-                )
-        return out
+        return lifecycle_alerts(decisions, state, locate, metrics)
 
     def detect(state: dict[str, Any], sid: str, ev: dict[str, Any]) -> list[Alert]:
         cfg = incident_cfgs.get(sid)

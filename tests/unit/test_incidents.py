@@ -27,6 +27,7 @@ from models.incidents import (
     SILENT,
     STUCK,
     SUSPECTED,
+    UPDATED,
     ZERO,
     IncidentDetector,
     format_ts,
@@ -45,10 +46,11 @@ STEP = 30
 LEN = 280.0
 
 
-def _network() -> dict[str, Any]:
-    lanes = [{"id": f"{SEG}_{i}", "index": i, "length_m": LEN, "speed_limit_kmh": 50.0, "turns": ["s"]} for i in (0, 1)]
+def _network(n_lanes: int = 2) -> dict[str, Any]:
+    idx = range(n_lanes)
+    lanes = [{"id": f"{SEG}_{i}", "index": i, "length_m": LEN, "speed_limit_kmh": 50.0, "turns": ["s"]} for i in idx]
     dets: list[dict[str, Any]] = []
-    for i in (0, 1):
+    for i in idx:
         for role, pos in (("mid_link", LEN / 2), ("stop_line", LEN - 5.0)):
             dets.append(
                 {
@@ -69,7 +71,7 @@ def _network() -> dict[str, Any]:
             "id": "cam",
             "kind": "camera",
             "segment_id": SEG,
-            "lanes": [f"{SEG}_0", f"{SEG}_1"],
+            "lanes": [f"{SEG}_{i}" for i in idx],
             "pos_m": LEN - 100.0,
             "dist_to_stop_line_m": 100.0,
             "zone_m": 100.0,
@@ -90,9 +92,9 @@ def _network() -> dict[str, Any]:
                 "from": "A",
                 "to": "B",
                 "length_m": LEN,
-                "lanes": 2,
+                "lanes": n_lanes,
                 "speed_limit_kmh": 50.0,
-                "capacity_veh_h": 1681.0,
+                "capacity_veh_h": 840.5 * n_lanes,
                 "signalised_end": True,
                 "lane_detail": lanes,
                 "shape": [[0.0, 0.0], [LEN, 0.0]],
@@ -115,7 +117,7 @@ def _network() -> dict[str, Any]:
                 "approaches": [
                     {
                         "edge": SEG,
-                        "lanes": [f"{SEG}_0", f"{SEG}_1"],
+                        "lanes": [f"{SEG}_{i}" for i in idx],
                         "links": [],
                         "green_phases": [0],
                         "fixed_green_ratio": 0.467,
@@ -155,16 +157,17 @@ def traffic(
     queue: Callable[[int, int], int] | None = None,
     drop: Callable[[int, str], bool] | None = None,
     reading: Callable[[int, str, dict[str, Any]], dict[str, Any]] | None = None,
+    lanes: int = 2,
 ) -> Iterator[dict[str, Any]]:
     """Time-ordered events; hooks let a scenario change counts, speeds, the queue, or the devices."""
     rng = random.Random(seed)
-    prev = [0, 0]
+    prev = [0] * lanes
     for k in range(1, int(minutes * 60 / STEP) + 1):
         ts = T0 + k * STEP
-        counts = [_poisson(rng, 3.0), _poisson(rng, 2.0)]
+        counts = [_poisson(rng, lam) for lam in (3.0, 2.0, 2.5)[:lanes]]
         if mid is not None:
-            counts = [mid(k, i, counts[i]) for i in (0, 1)]
-        for i in (0, 1):
+            counts = [mid(k, i, counts[i]) for i in range(lanes)]
+        for i in range(lanes):
             s_cnt = prev[i] if stop is None else stop(k, i, prev[i])
             v = 45.0 + rng.uniform(-4, 4) if speed is None else speed(k, i)
             for did, c in ((f"loop_mid_{i}", counts[i]), (f"loop_sto_{i}", s_cnt)):
@@ -195,7 +198,7 @@ def traffic(
                 "type": "camera",
                 "camera_id": "cam",
                 "segment_id": SEG,
-                "lanes": 2,
+                "lanes": lanes,
                 "ts": format_ts(ts),
                 "interval_s": 60,
                 "counts": {"car": window, "truck": 0, "bus": 0},
@@ -363,6 +366,56 @@ def test_stall_in_sight_of_the_camera_stays_open_while_its_lane_counts_again(
     assert len(clr) == 1 and clr[0]["incident_id"] == inc[0]["incident_id"]
     assert at(clr[0]) > end_step * STEP  # not while the car still stands
     assert at(clr[0]) - end_step * STEP <= 300  # the camera sees a clear position every 180 s here
+
+
+def test_second_lane_joins_the_open_incident_and_leaves_it_before_it_clears() -> None:
+    """Three lanes: lane 2 is blocked; 5 minutes later lane 1 is blocked too (a second vehicle, or the crash
+    spreading), and reopens 5 minutes after that: one incident, widened to both lanes (``updated``), narrowed
+    again, then cleared when lane 2 flows — never a second id for the same segment."""
+    cfgs = segment_configs_from_graph(load_trafficnet(_network(3)))
+    two_from, two_to, end_step = ONSET_STEP + 10, ONSET_STEP + 20, ONSET_STEP + 30
+
+    def mid(k: int, i: int, c: int) -> int:
+        if k <= ONSET_STEP or k > end_step:
+            return c
+        both = two_from < k <= two_to
+        if i == 2 or (i == 1 and both):
+            return 0
+        return c + (2 if i == 0 else 1) + (2 if both and i == 0 else 0)  # the blocked lanes' drivers move over
+
+    stall_q: Callable[[int, int], int] = lambda k, q: max(q, 1) if ONSET_STEP < k <= end_step else q  # noqa: E731
+    out = run(cfgs, traffic(60, mid=mid, queue=stall_q, lanes=3))
+    life = [d for d in out if d["type"] in (INCIDENT, UPDATED, CLEARED)]
+    assert [d["type"] for d in life] == [INCIDENT, UPDATED, UPDATED, CLEARED]
+    assert len({d["incident_id"] for d in life}) == 1
+    new, wide, narrow, clr = life
+    assert new["lanes"] == [f"{SEG}_2"] and at(new) - ONSET <= 150
+    assert wide["lanes"] == [f"{SEG}_1", f"{SEG}_2"] and "lanes" in wide["changes"]
+    assert two_from * STEP < at(wide) <= two_to * STEP
+    assert narrow["lanes"] == [f"{SEG}_2"] and "lanes" in narrow["changes"]
+    assert two_to * STEP < at(narrow) < end_step * STEP  # lane 1 flows again while lane 2 is still blocked
+    assert at(clr) > end_step * STEP
+    assert [wide["update_seq"], narrow["update_seq"]] == [1, 2]
+    assert wide["delay_s_per_veh"] > narrow["delay_s_per_veh"]  # two lanes lost cost more than one
+
+
+def test_severity_rise_is_an_update(configs: dict[str, dict[str, Any]]) -> None:
+    """Demand grows behind a blocked lane until it fills what the other lane can serve: the open incident is
+    reported again as ``high`` (once: severity is not re-reported while it stays)."""
+    surge = ONSET_STEP + 6
+
+    def mid(k: int, i: int, c: int) -> int:
+        c = blocked(k, i, c)
+        return c + 8 if i == 0 and k > surge else c
+
+    stall_q: Callable[[int, int], int] = lambda k, q: max(q, 1) if k > ONSET_STEP else q  # noqa: E731
+    out = run(configs, traffic(60, mid=mid, queue=stall_q))
+    inc = [d for d in out if d["type"] == INCIDENT]
+    upd = [d for d in out if d["type"] == UPDATED]
+    assert len(inc) == 1 and inc[0]["severity"] != "high"
+    assert len(upd) == 1 and upd[0]["changes"] == ["severity"] and upd[0]["severity"] == "high"
+    assert upd[0]["incident_id"] == inc[0]["incident_id"] and at(upd[0]) > surge * STEP
+    assert upd[0]["delay_s_per_veh"] > inc[0]["delay_s_per_veh"]
 
 
 def test_red_phase_queue_is_not_an_incident(configs: dict[str, dict[str, Any]]) -> None:
