@@ -164,10 +164,15 @@ class TlsFiles:
     key
         The certificate's private key: unencrypted PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``), as
         ``openssl req -nodes`` (OpenSSL 3) writes it; RSA, DSA or EC.
+    client_ca
+        If given, the listener requires a client certificate (mutual TLS, ``ssl.client.auth=required``) signed by
+        one of the CA certificates in this PEM file, its truststore; a client without one, or with one another CA
+        signed, fails the TLS handshake. None (the default): clients are not asked for a certificate.
     """
 
     cert: Path
     key: Path
+    client_ca: Path | None = None
 
 
 def _properties_value(value: str) -> str:
@@ -202,8 +207,10 @@ class ApacheKafkaBroker(EmbeddedBroker):
     tls
         If given, ``port`` speaks TLS only, with this certificate and key (given to Kafka inline as a ``PEM``
         keystore, ``ssl.keystore.certificate.chain`` / ``ssl.keystore.key``; clients are not asked for a
-        certificate): an ``SSL`` listener, or ``SASL_SSL`` with ``sasl_users``. As with ``sasl_users``, the
-        broker itself and :meth:`ready` use the PLAINTEXT listener on ``internal_port``.
+        certificate unless ``tls.client_ca`` is set, which makes it mutual TLS: a client certificate signed by
+        that CA is required, the CA given as an inline ``PEM`` truststore): an ``SSL`` listener, or ``SASL_SSL``
+        with ``sasl_users``. As with ``sasl_users``, the broker itself and :meth:`ready` use the PLAINTEXT
+        listener on ``internal_port``.
 
     ``stop()`` then ``start()`` again restarts the same broker: the storage is formatted only once, so topics,
     offsets and consumer groups survive (a broker restart, as in production).
@@ -297,6 +304,12 @@ class ApacheKafkaBroker(EmbeddedBroker):
             props["ssl.keystore.certificate.chain"] = self.tls.cert.read_text().strip()
             props["ssl.keystore.key"] = self.tls.key.read_text().strip()
             props["ssl.client.auth"] = "none"
+            if self.tls.client_ca is not None:
+                props["ssl.truststore.type"] = "PEM"
+                props["ssl.truststore.certificates"] = self.tls.client_ca.read_text().strip()
+                props["ssl.client.auth"] = "required"
+                # SASL_SSL listeners ignore the broker-wide setting (KIP-684): only the listener's own counts
+                props[f"listener.name.{client.lower()}.ssl.client.auth"] = "required"
         props.update(self._extra)
         return props
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,13 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = Field(
+        None,
+        description="client certificate (PEM, optionally followed by its intermediates) presented to listeners "
+        "with ssl.client.auth=required (mutual TLS); needs ssl_keyfile and security_protocol SSL or SASL_SSL",
+    )
+    ssl_keyfile: Path | None = Field(None, description="the private key of ssl_certfile (PEM, may be encrypted)")
+    ssl_key_password: SecretStr | None = Field(None, description="passphrase of an encrypted ssl_keyfile")
     session_timeout_s: float = Field(10.0, gt=0, description="consumer-group session timeout")
     heartbeat_interval_s: float = Field(1.0, gt=0)
     rebalance_timeout_s: float = Field(10.0, gt=0)
@@ -46,6 +53,26 @@ class KafkaSettings(BaseModel):
     producer_linger_s: float = Field(
         0.005, ge=0, le=1, description="how long the worker's producer waits to fill a batch (latency vs requests)"
     )
+
+    @model_validator(mode="after")
+    def _client_certificate(self) -> Self:
+        """A client certificate comes with its key (and a key password only with a key), over TLS only."""
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            given, missing = (
+                ("ssl_certfile", "ssl_keyfile") if self.ssl_keyfile is None else ("ssl_keyfile", "ssl_certfile")
+            )
+            raise ValueError(
+                f"kafka.{given} is set but kafka.{missing} is not: a client certificate needs both the certificate "
+                "(ssl_certfile) and its private key (ssl_keyfile)"
+            )
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            raise ValueError("kafka.ssl_key_password is set but kafka.ssl_keyfile is not: it decrypts that key")
+        if self.ssl_certfile is not None and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"kafka.ssl_certfile/ssl_keyfile (a TLS client certificate) need kafka.security_protocol SSL or "
+                f"SASL_SSL, not {self.security_protocol}"
+            )
+        return self
 
 
 class MqttSettings(BaseModel):

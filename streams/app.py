@@ -7,7 +7,6 @@ can build several apps with their own topic names and metrics registries.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from ops.settings import Settings
 from streams import tansu_compat
 from streams.metrics import IngestMetrics, WorkerMetrics
 from streams.records import DeadLetter, DeviceInfo, SegmentState
+from streams.topics import kafka_ssl_context
 from streams.transactions import Transactions
 
 
@@ -90,10 +90,23 @@ def segment_index(graph: nx.MultiDiGraph) -> dict[str, dict[str, Any]]:
 
 
 def _credentials(settings: Settings) -> Any:
+    """Faust's ``broker_credentials`` for the configured Kafka security settings.
+
+    The SSL context is the one citybrain's own aiokafka clients get (:func:`streams.topics.kafka_ssl_context`):
+    the CA of ``kafka.ssl_cafile`` and, if configured, the client certificate for mutual TLS.
+
+    Returns
+    -------
+    faust.SASLCredentials, faust.SSLCredentials or None
+        SASL (with the SSL context under ``SASL_SSL``), SSL, or None for ``PLAINTEXT``.
+
+    Raises
+    ------
+    streams.topics.KafkaSslError
+        If the TLS files cannot be used.
+    """
     k = settings.kafka
-    ctx = None
-    if k.security_protocol in ("SSL", "SASL_SSL"):
-        ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+    ctx = kafka_ssl_context(settings)
     if k.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=k.sasl_username,

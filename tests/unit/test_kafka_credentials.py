@@ -1,17 +1,22 @@
 """Kafka SASL/TLS settings reach every Kafka client citybrain makes: Faust's broker credentials (and through
 them the aiokafka producer and consumers Faust creates) and the aiokafka clients of the bridge, replay, CLI
-and agents. No broker here: the objects are built and inspected (``tests/faults/test_kafka_sasl.py`` runs the
-pipeline against Apache Kafka with a SASL/PLAIN listener).
+and agents. No broker here: the objects are built and inspected, and the client certificate (mutual TLS) is
+checked by a TLS handshake with a one-shot server in this process that requires it
+(``tests/faults/test_kafka_sasl.py`` and ``test_kafka_tls.py`` run the pipeline against Apache Kafka).
 """
 
 from __future__ import annotations
 
 import ast
+import shutil
+import socket
 import ssl
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
+import pydantic
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
@@ -19,7 +24,8 @@ import roadnet
 from ops.runtime import settings_env
 from ops.settings import Settings
 from streams.app import _credentials, build_app
-from streams.topics import kafka_client_kwargs
+from streams.topics import KafkaSslError, kafka_client_kwargs, kafka_ssl_context
+from tests.pki import Pki, issue_client_cert, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 CA = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
@@ -130,3 +136,202 @@ def test_every_aiokafka_client_passes_the_security_options() -> None:
         if not ok:
             missing.append(f"{path}:{line}")
     assert not missing, f"aiokafka clients without **kafka_client_kwargs(settings): {missing}"
+
+
+# --- client certificates (mutual TLS) -------------------------------------------------------------------------
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl (apt-get install -y openssl)")
+KEY_PASSWORD = "client-key-pw-7c1e"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def mtls(pki: Pki, protocol: str = "SSL", **kw: Any) -> Settings:
+    """Settings trusting ``pki.ca`` and presenting ``pki.client_cert`` (``kw`` overrides)."""
+    base: dict[str, Any] = {
+        "ssl_cafile": str(pki.ca),
+        "ssl_certfile": str(pki.client_cert),
+        "ssl_keyfile": str(pki.client_key),
+    }
+    if protocol == "SASL_SSL":
+        base.update(sasl_mechanism="PLAIN", sasl_username="cb", sasl_password="pw-5")
+    return kafka(security_protocol=protocol, **{**base, **kw})
+
+
+def handshake(client: ssl.SSLContext, pki: Pki) -> str:
+    """Connect with ``client`` to a one-shot TLS server on loopback that, like a Kafka listener with
+    ``ssl.client.auth=required``, demands a client certificate signed by ``pki.ca``.
+
+    Returns
+    -------
+    str
+        The common name of the client certificate the server accepted, or ``refused: REASON`` (the server's
+        handshake error).
+    """
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(pki.server_cert, pki.server_key)
+    server.load_verify_locations(pki.ca)
+    server.verify_mode = ssl.CERT_REQUIRED
+    seen: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            try:
+                with server.wrap_socket(conn, server_side=True) as tls:
+                    peer = tls.getpeercert() or {}
+                    names = cast(tuple[tuple[tuple[str, str], ...], ...], peer.get("subject", ()))
+                    subject = {k: v for rdn in names for k, v in rdn}
+                    seen.append(str(subject.get("commonName")))
+                    tls.sendall(b"ok")
+            except OSError as exc:  # ssl.SSLError included
+                seen.append(f"refused: {getattr(exc, 'reason', None) or exc}")
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as raw:
+            try:
+                with client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.recv(2)  # TLS 1.3: a refused client certificate shows here, after the handshake
+            except OSError:
+                pass
+        thread.join(10)
+    assert seen, "the test server saw no connection"
+    return seen[0]
+
+
+def both_contexts(s: Settings) -> dict[str, ssl.SSLContext]:
+    """The SSL context Faust's credentials carry and the one citybrain's own aiokafka clients get."""
+    faust_ctx = dict(credentials_to_aiokafka_auth(_credentials(s)))["ssl_context"]
+    ours = kafka_client_kwargs(s)["ssl_context"]
+    assert isinstance(faust_ctx, ssl.SSLContext) and isinstance(ours, ssl.SSLContext)
+    return {"faust": faust_ctx, "aiokafka": ours}
+
+
+@needs_openssl
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_client_certificate_reaches_faust_and_aiokafka(pki: Pki, protocol: str) -> None:
+    """With ``ssl_certfile``/``ssl_keyfile`` both contexts present the client certificate: a server requiring
+    one signed by the CA accepts them and sees ``CN=citybrain-client``; both still verify the broker against
+    ``ssl_cafile`` only (they trust that CA and nothing else: no system CAs were loaded)."""
+    s = mtls(pki, protocol)
+    for name, ctx in both_contexts(s).items():
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname, name
+        assert [c["subject"] for c in ctx.get_ca_certs()] == [((("commonName", "citybrain test ca"),),)], name
+        assert handshake(ctx, pki) == "citybrain-client", name
+
+
+@needs_openssl
+def test_without_or_with_a_foreign_client_certificate_the_server_refuses(pki: Pki) -> None:
+    """The control: the same server refuses the context of the settings without a client certificate (the
+    behaviour before mutual TLS) and one with a certificate signed by another CA, so the handshake above proves
+    the certificate was presented."""
+    plain = kafka(security_protocol="SSL", ssl_cafile=str(pki.ca))
+    for name, ctx in both_contexts(plain).items():
+        assert handshake(ctx, pki) == "refused: PEER_DID_NOT_RETURN_A_CERTIFICATE", name
+    foreign = mtls(pki, ssl_certfile=str(pki.other_client_cert), ssl_keyfile=str(pki.other_client_key))
+    for name, ctx in both_contexts(foreign).items():
+        assert handshake(ctx, pki) == "refused: CERTIFICATE_VERIFY_FAILED", name
+
+
+@needs_openssl
+def test_encrypted_key_with_its_password(pki: Pki, tmp_path: Path) -> None:
+    """An encrypted key is decrypted with ``ssl_key_password``; without it, or with a wrong one, the error names
+    the setting (never prompting on the terminal as OpenSSL would) and never shows the password."""
+    cert, key = issue_client_cert(tmp_path, "citybrain-client", pki.ca, pki.ca_key, key_password=KEY_PASSWORD)
+    assert key.read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    s = mtls(pki, ssl_certfile=str(cert), ssl_keyfile=str(key), ssl_key_password=KEY_PASSWORD)
+    for name, ctx in both_contexts(s).items():
+        assert handshake(ctx, pki) == "citybrain-client", name
+    with pytest.raises(KafkaSslError, match=r"kafka\.ssl_keyfile: .* is encrypted; set kafka\.ssl_key_password"):
+        kafka_ssl_context(mtls(pki, ssl_certfile=str(cert), ssl_keyfile=str(key)))
+    wrong = mtls(pki, ssl_certfile=str(cert), ssl_keyfile=str(key), ssl_key_password="not-it")
+    for build in (kafka_ssl_context, kafka_client_kwargs, _credentials):
+        with pytest.raises(KafkaSslError, match=r"kafka\.ssl_key_password does not decrypt") as err:
+            build(wrong)
+        assert "not-it" not in str(err.value)
+
+
+@needs_openssl
+def test_unusable_files_name_the_setting(pki: Pki, tmp_path: Path) -> None:
+    """A missing, unreadable or wrong file fails the same way for Faust and aiokafka, naming the setting."""
+    missing = tmp_path / "nope.pem"
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "certfile missing": ({"ssl_certfile": str(missing)}, r"kafka\.ssl_certfile: cannot read .*nope\.pem"),
+        "keyfile missing": ({"ssl_keyfile": str(missing)}, r"kafka\.ssl_keyfile: cannot read .*nope\.pem"),
+        "cafile missing": ({"ssl_cafile": str(missing)}, r"kafka\.ssl_cafile: cannot load CA certificates"),
+        "cafile not PEM": ({"ssl_cafile": str(pki.client_key)}, r"kafka\.ssl_cafile: cannot load CA certificates"),
+        "key as certificate": ({"ssl_certfile": str(pki.client_key)}, r"kafka\.ssl_certfile: .* no PEM certificate"),
+        "certificate as key": ({"ssl_keyfile": str(pki.client_cert)}, r"kafka\.ssl_keyfile: .* no PEM private key"),
+        "key of another cert": (
+            {"ssl_keyfile": str(pki.other_client_key)},
+            r"kafka\.ssl_keyfile: .* is not the private key of kafka\.ssl_certfile",
+        ),
+    }
+    unreadable = tmp_path / "unreadable.key"
+    unreadable.write_bytes(pki.client_key.read_bytes())
+    unreadable.chmod(0)
+    try:
+        unreadable.read_bytes()
+    except PermissionError:  # not when running as root
+        cases["keyfile unreadable"] = ({"ssl_keyfile": str(unreadable)}, r"kafka\.ssl_keyfile: cannot read")
+    for case, (kw, pattern) in cases.items():
+        s = mtls(pki, **kw)
+        for build in (kafka_ssl_context, kafka_client_kwargs, _credentials):
+            with pytest.raises(KafkaSslError, match=pattern):
+                build(s)
+                pytest.fail(f"{case}: {build.__name__} accepted it")
+
+
+def test_client_certificate_settings_are_validated() -> None:
+    """A certificate needs its key and the other way round, a key password needs a key, and a client
+    certificate needs a TLS protocol: each is a settings error naming the settings."""
+    tls = {"security_protocol": "SSL"}
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({**tls, "ssl_certfile": "/c.pem"}, r"kafka\.ssl_certfile is set but kafka\.ssl_keyfile is not"),
+        ({**tls, "ssl_keyfile": "/k.pem"}, r"kafka\.ssl_keyfile is set but kafka\.ssl_certfile is not"),
+        ({**tls, "ssl_key_password": "x"}, r"kafka\.ssl_key_password is set but kafka\.ssl_keyfile is not"),
+        (
+            {"ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem"},
+            r"need kafka\.security_protocol SSL or SASL_SSL, not PLAINTEXT",
+        ),
+        (
+            {"security_protocol": "SASL_PLAINTEXT", "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem"},
+            r"SSL or SASL_SSL, not SASL_PLAINTEXT",
+        ),
+    ]
+    for kw, pattern in bad:
+        with pytest.raises(pydantic.ValidationError, match=pattern):
+            kafka(**kw)
+    for protocol in ("SSL", "SASL_SSL"):
+        k = kafka(security_protocol=protocol, ssl_certfile="/c.pem", ssl_keyfile="/k.pem", ssl_key_password="x").kafka
+        assert (k.ssl_certfile, k.ssl_keyfile) == (Path("/c.pem"), Path("/k.pem"))
+    assert kafka().kafka.ssl_certfile is None  # no client certificate by default
+
+
+def test_client_certificate_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CITYBRAIN_KAFKA__SSL_*`` set the client certificate (validated the same way); the key password is a
+    secret: masked in ``config show``, revealed to children through ``settings_env``."""
+    monkeypatch.setenv("CITYBRAIN_KAFKA__SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("CITYBRAIN_KAFKA__SSL_CERTFILE", "/etc/citybrain/kafka-client.pem")
+    with pytest.raises(pydantic.ValidationError, match=r"kafka\.ssl_keyfile is not"):
+        Settings()
+    monkeypatch.setenv("CITYBRAIN_KAFKA__SSL_KEYFILE", "/etc/citybrain/kafka-client.key")
+    monkeypatch.setenv("CITYBRAIN_KAFKA__SSL_KEY_PASSWORD", "key-pw-9")
+    s = Settings()
+    assert s.kafka.ssl_keyfile == Path("/etc/citybrain/kafka-client.key")
+    shown = s.masked()["kafka"]
+    assert shown["ssl_key_password"] == "**********" and "key-pw-9" not in repr(s)
+    assert shown["ssl_certfile"] == "/etc/citybrain/kafka-client.pem"
+    env = settings_env(s)
+    assert env["CITYBRAIN_KAFKA__SSL_KEY_PASSWORD"] == "key-pw-9"
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert Settings() == s
