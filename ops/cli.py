@@ -489,8 +489,9 @@ def controller(
 
 
 def main() -> None:
-    """Console-script entry point: a bad network file is one clear line, not a traceback."""
+    """Console-script entry point: a bad network file or Kafka TLS file is one clear line, not a traceback."""
     from roadnet import RoadnetError
+    from streams.topics import KafkaSslError
 
     os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
     # SIGTERM unwinds like Ctrl-C, so commands that started brokers and children (replay, demo) stop them
@@ -498,7 +499,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         app()
-    except RoadnetError as exc:
+    except (RoadnetError, KafkaSslError) as exc:
         typer.echo(f"citybrain: {exc}", err=True)
         raise SystemExit(2) from None
 

@@ -335,3 +335,27 @@ def test_client_certificate_from_the_environment(monkeypatch: pytest.MonkeyPatch
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert Settings() == s
+
+
+@pytest.mark.parametrize("command", ["worker", "bridge"])
+def test_a_bad_tls_file_stops_the_command_with_one_line(tmp_path: Path, command: str) -> None:
+    """An operator's missing CA file: exit 2 and one line naming the setting, not a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "CITYBRAIN_DATA_DIR": str(tmp_path),
+        "CITYBRAIN_KAFKA__BROKERS": "kafka://127.0.0.1:9",
+        "CITYBRAIN_MQTT__HOST": "127.0.0.1",
+        "CITYBRAIN_KAFKA__SECURITY_PROTOCOL": "SSL",
+        "CITYBRAIN_KAFKA__SSL_CAFILE": str(tmp_path / "missing-ca.pem"),
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "ops", command], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("citybrain: kafka.ssl_cafile:") and "missing-ca.pem" in last
