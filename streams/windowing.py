@@ -21,6 +21,13 @@ reason (the agent dead-letters them), so ``readings in = readings in emitted win
 The state of one segment is a JSON-able dict::
 
     {"wm": float | None, "closed": float | None, "open": {"<window end, int s>": {"<device>@<ts_s>": reading}}}
+
+An open window keeps each reading as its JSON text (a ``str``), decoded once when the window closes: a window of
+devices reporting every second holds hundreds of readings, and a dict per reading is ≈ 3 times the memory of its
+text. Measured on real Hangzhou with its loops at 1 s (``bench.bench_throughput --events 200000 --rate 5264``,
+two runs each): peak RSS 384–598 MB against 744–874 MB with dicts, CPU per reading unchanged (124–130 µs; the
+state's serialisation on every batch fell from 21 % to 10 % of the samples, paid back by encoding each reading
+once). States written before hold dicts, which are read as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from streams.records import device_id
 
@@ -73,7 +82,7 @@ def add_reading(
     bucket = state["open"].setdefault(str(end), {})
     if key in bucket:
         return "duplicate"
-    bucket[key] = ev
+    bucket[key] = orjson.dumps(ev).decode()
     if state["wm"] is None or ts_s > state["wm"]:
         state["wm"] = ts_s
     return None
@@ -104,7 +113,7 @@ def close_windows(
         else:
             break
         bucket = state["open"].pop(key)
-        readings = list(bucket.values())
+        readings = [orjson.loads(r) if isinstance(r, str) else r for r in bucket.values()]
         # remember the last emitted windows' reading keys, so redeliveries are told from late readings
         state["recent"] = [*state.get("recent", [])[-RECENT_KEYS + len(bucket) :], *bucket][-RECENT_KEYS:]
         out.append(ClosedWindow(segment_id, end, readings, how))

@@ -82,3 +82,25 @@ def test_redelivery_after_emission_is_a_duplicate_not_late() -> None:
     assert [c.closed_by for c in close_windows(st, "S", allowed_lateness_s=30, idle=False)] == ["watermark"]
     assert add_reading(st, ev("2025-01-06T07:30:30Z", det="a"), **kw) == "duplicate"  # the same reading again
     assert add_reading(st, ev("2025-01-06T07:30:30Z", det="b"), **kw) == "late"  # a new one, too late
+
+
+def test_open_windows_keep_readings_as_json_text_and_close_to_the_same_readings() -> None:
+    """The changelogged state holds each reading as one string (cheap to re-serialise every batch); the closed
+    window gives back the readings exactly, floats included; a state written with dict readings still closes."""
+    import orjson
+
+    st = new_state()
+    kw: dict[str, Any] = {"size_s": 60, "now_s": NOW, "max_future_s": 300}
+    readings = [
+        {**ev("2025-01-06T07:30:30Z"), "occupancy": 0.0718, "speed_kmh": 46.5, "received_at": 1767225600.123456},
+        {**ev("2025-01-06T07:31:00Z", det="loop_b", count=0), "occupancy": 0.0, "speed_kmh": None},
+    ]
+    for r in readings:
+        assert add_reading(st, r, **kw) is None
+    (bucket,) = st["open"].values()
+    assert all(isinstance(v, str) for v in bucket.values())
+    restored = orjson.loads(orjson.dumps(st))  # what a restarted worker reads back from the changelog
+    restored["open"][next(iter(restored["open"]))]["loop_old@1"] = {"type": "loop", "detector_id": "loop_old"}
+    add_reading(restored, ev("2025-01-06T07:31:30Z"), **kw)
+    (closed,) = close_windows(restored, "S", allowed_lateness_s=30, idle=False)
+    assert closed.readings == [*readings, {"type": "loop", "detector_id": "loop_old"}]
