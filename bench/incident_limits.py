@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     truth = a.runs / "incident" / "incidents.json"
     rows: dict[str, dict[tuple[str, int], dict[int, tuple[int, float | None]]]] = {}
     t_iso: dict[int, str] = {}
+    events_of: dict[str, list[dict[str, Any]]] = {}
     for run in ("incident", "normal"):
-        events = load_events(a.runs / run / "events.jsonl")
+        events = events_of[run] = load_events(a.runs / run / "events.jsonl")
         t_iso.update({int(ev["ts_s"]): ev["ts"] for ev in events})
         rows[run] = mid_link_rows(events)
         log(f"{run}: {len(rows[run])} loop rows")
@@ -173,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"rule {i + 1}/{len(rules)} scored")
     if not a.no_detector:
         print()
-        detector_rows(a, rows_events={r: load_events(a.runs / r / "events.jsonl") for r in rows}, truth=truth)
+        detector_rows(a, events_of, truth)
     return 0
 
 
-def detector_rows(a: argparse.Namespace, rows_events: dict[str, list[dict[str, Any]]], truth: Path) -> None:
+def detector_rows(a: argparse.Namespace, events_of: dict[str, list[dict[str, Any]]], truth: Path) -> None:
     """citybrain's detector over ``DETECTOR_SETTINGS``: scores, and incidents raised on faulty loops."""
     configs = segment_configs_from_graph(load_trafficnet(a.network))
     saved = {k: v for k, v in vars(incidents_model).items() if k.isupper()}
@@ -190,13 +191,13 @@ def detector_rows(a: argparse.Namespace, rows_events: dict[str, list[dict[str, A
         for item in setting:
             set_parameter(item)
         try:
-            for run, events in rows_events.items():
+            for run, events in events_of.items():
                 dec, _ = run_detector(events, IncidentDetector(configs))
                 write_alarms(dec, a.out / f"alarms_{run}.jsonl")
             rep = score(a.out / "alarms_incident.jsonl", a.out / "alarms_normal.jsonl", truth, a.sumo_py)
             on_faulty = 0
             for seed in FAULT_SEEDS:
-                faulty, faults = inject_faults(rows_events["normal"], loop_ids, 0.1, seed, "random")
+                faulty, faults = inject_faults(events_of["normal"], loop_ids, 0.1, seed, "random")
                 dec, _ = run_detector(faulty, IncidentDetector(configs))
                 on_faulty += int(fault_report(dec, faults, configs)["incidents_on_faulty_segments"])
         finally:

@@ -1676,13 +1676,13 @@ def _maybe_clear(
         cam = state.get("cam")
         # the incident's other open lanes explain a halting vehicle the camera sees (it cannot tell lanes)
         shared = any(o["id"] == inc["id"] for k, o in state["open"].items() if k != key)
-        if CLEAR_NEEDS_CAMERA and not shared:
+        if shared:
+            cam_ok = True
+        elif CLEAR_NEEDS_CAMERA:
             # a healthy camera whose latest clear position still shows a halting vehicle (a stalled car in its
             # zone) holds the incident open, even when the lane's loop counts again (drivers queue behind the
             # stall in its lane and pass the loop upstream of it)
             cam_ok = cam is None or cam.get("fault") is not None or C <= 0.0 or cam.get("clear_q") == 0
-        elif shared:
-            cam_ok = True
         else:
             cam_ok = C < C_CORROBORATE or (cam is not None and cam.get("clear_q") == 0)
         lane_ok = e_lane < CLEAR_EVIDENCE or (back and e_lane < CLEAR_EVIDENCE_BACK)
