@@ -1534,11 +1534,9 @@ def _raise(
     # an incident already open on the segment (another lane, or the camera's lane-unknown stall): this lane
     # widens it (one incident per segment and cause, updated, not a second one)
     joined = next(iter(state["open"].values()), None) if lanes else None
-    if joined is not None:
-        iid = str(joined["id"])
-    else:
+    if joined is None:
         state["seq"] = int(state["seq"]) + 1
-        iid = f"{cfg['segment_id']}#{state['seq']}"
+    iid = str(joined["id"]) if joined is not None else f"{cfg['segment_id']}#{state['seq']}"
     share = 0.0
     if section is not None and lanes:
         xs = state["x"][section]
@@ -1563,7 +1561,6 @@ def _raise(
     total = float(scores.get("total", 0.0))
     # heuristic map of the evidence margin to 0.5-1: 0.5 at half the threshold, ~0.9 at the threshold
     conf = round(1.0 - 0.5 * math.exp(-max(0.0, total - H_RAISE / 2.0) / 2.0), 3)
-    lane_ids = [cfg["lane_ids"][i] for i in lanes]
     evidence: dict[str, Any] = {
         "hypothesis": hyp,
         "rules": rules,
@@ -1577,20 +1574,35 @@ def _raise(
         if summ.get("open_lanes") and summ.get("open_since") is not None and int(summ["open_since"]) <= start:
             evidence["probable_spillback_of"] = sid
             break
+    out = _decision(cfg, INCIDENT, iid, lanes, start, now, sev, delay, flow)
+    out.update({"detected_ts": format_ts(now), "confidence": conf, "evidence": evidence})
+    return out
+
+
+def _decision(
+    cfg: Mapping[str, Any],
+    typ: str,
+    iid: str,
+    lanes: Iterable[int],
+    start: int,
+    now: int,
+    sev: str,
+    delay: float,
+    flow: float,
+) -> dict[str, Any]:
+    """The fields an ``incident`` and an ``incident_updated`` decision share."""
+    lane_ids = [cfg["lane_ids"][i] for i in lanes]
     return {
-        "type": INCIDENT,
+        "type": typ,
         "incident_id": iid,
         "segment_id": cfg["segment_id"],
         "lane": lane_ids[0] if lane_ids else None,
         "lanes": lane_ids,
         "start_ts": format_ts(start),
-        "detected_ts": format_ts(now),
         "ts": format_ts(now),
         "severity": sev,
-        "confidence": conf,
         "delay_s_per_veh": round(delay, 1),
         "delay_veh_h_per_h": round(delay * flow / 3600.0, 2),
-        "evidence": evidence,
     }
 
 
@@ -1623,21 +1635,10 @@ def _updated(cfg: Mapping[str, Any], state: dict[str, Any], iid: str, now: int, 
         o["sev"] = sev
     state["useq"] = int(state.get("useq") or 0) + 1
     lanes = sorted({i for o in recs for i in o["lanes"]})
-    lane_ids = [cfg["lane_ids"][i] for i in lanes]
-    return {
-        "type": UPDATED,
-        "incident_id": iid,
-        "segment_id": cfg["segment_id"],
-        "lane": lane_ids[0] if lane_ids else None,
-        "lanes": lane_ids,
-        "start_ts": format_ts(min(int(o["start_s"]) for o in recs)),
-        "ts": format_ts(now),
-        "severity": sev,
-        "delay_s_per_veh": round(delay, 1),
-        "delay_veh_h_per_h": round(delay * flow / 3600.0, 2),
-        "changes": changes,
-        "update_seq": int(state["useq"]),
-    }
+    start = min(int(o["start_s"]) for o in recs)
+    out = _decision(cfg, UPDATED, iid, lanes, start, now, sev, delay, flow)
+    out.update({"changes": changes, "update_seq": int(state["useq"])})
+    return out
 
 
 def _maybe_escalate(
