@@ -1,6 +1,7 @@
 """Render ``$CITYBRAIN_ARTIFACTS/fault-results.jsonl`` (written by ``make test-faults``) as a markdown table.
 
-One row per fault and engine (the latest result). "survived" is ``yes`` when the test passed, ``NO`` when it
+One row per fault and engine (the latest result). A row may say what the operator sees during the fault
+(``operator_sees``: ``/health``, the console, an alert). "survived" is ``yes`` when the test passed, ``NO`` when it
 failed, and ``known failure (…)`` for an xfailed test that recorded the upstream issue behind it.
 """
 
@@ -27,8 +28,8 @@ def main() -> int:
     for r in rows:
         latest[(r["fault"], r["engine"])] = r
     cols = ["fault", "engine", "survived", "events / payloads", "lost", "duplicate outputs"]
-    print("| " + " | ".join([*cols, "redelivered (deduplicated)", "recovery"]) + " |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join([*cols, "redelivered (deduplicated)", "recovery", "what the operator sees"]) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (fault, engine), r in sorted(latest.items()):
         n = r.get("events", r.get("payloads", "–"))
         rec = f"{r['recovery_s']} s" if "recovery_s" in r else "–"
@@ -38,7 +39,8 @@ def main() -> int:
             survived = f"known failure ({r['xfail']})"
         print(
             f"| {fault} | {brokers} | {survived} | {n} | {r.get('lost', '–')} | "
-            f"{r.get('duplicate_outputs', '–')} | {r.get('redelivered_readings', '–')} | {rec} |"
+            f"{r.get('duplicate_outputs', '–')} | {r.get('redelivered_readings', '–')} | {rec} | "
+            f"{r.get('operator_sees', '–')} |"
         )
     return 0
 
