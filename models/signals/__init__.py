@@ -44,9 +44,29 @@ at least ``walk + width / speed`` (defaults 7 s + width / 1.2 m/s). It applies w
 crosswalk (approach or traffic-light record: ``crosswalk_width_m`` / ``crossings``, or
 ``SignalConstraints.crosswalk_widths_m``), or everywhere with ``pedestrians="always"`` (width = lanes of the
 leg both ways x ``lane_width_m``). The SUMO scenario has no pedestrians and declares no crosswalks.
+
+**Modules.** :mod:`~models.signals.network` (physical constants and defaults, :class:`SignalConstraints`,
+the network model built from a road graph), :mod:`~models.signals.demand` (demand estimation, turning
+proportions), :mod:`~models.signals.plans` (Webster under constraints, max-pressure, :class:`SignalClock`),
+:mod:`~models.signals.delay` (HCM delay, network delay with cyclic flow profiles, :class:`PolicyConfig`),
+:mod:`~models.signals.recommendations` (:func:`recommend`, :class:`Recommendation`). Every public name is
+re-exported here: ``from models.signals import X`` is the way to import them.
 """
 
-from models.signals.recommendations import (
+from models.signals.delay import (
+    PlanEvaluation,
+    PolicyConfig,
+    evaluate_plans,
+    hcm_delay,
+    interval_delay,
+)
+from models.signals.demand import (
+    TURN_PRIOR,
+    DemandEstimator,
+    DemandSnapshot,
+    turning_proportions,
+)
+from models.signals.network import (
     ACCEL_PENALTY_S,
     DISPERSION_ALPHA,
     DISPERSION_BETA,
@@ -62,35 +82,30 @@ from models.signals.recommendations import (
     SPILLBACK_GATE,
     STARTUP_LOST_S,
     STOP_PENALTY_S,
-    TURN_PRIOR,
     X_UNIFORM_CAP,
-    Y_MAX,
-    DemandEstimator,
-    DemandSnapshot,
     IntersectionModel,
     LaneModel,
-    PlanEvaluation,
-    PolicyConfig,
-    Recommendation,
     SegmentModel,
-    SignalClock,
     SignalConstraints,
     SignalNetwork,
+)
+from models.signals.plans import (
+    Y_MAX,
+    SignalClock,
     check_greens,
     constrain_greens,
     critical_flow_ratios,
     cycle_range_s,
-    evaluate_plans,
     green_bounds,
-    hcm_delay,
-    interval_delay,
     max_pressure_greens,
-    recommend,
-    recommendation_id,
     transition_is_safe,
-    turning_proportions,
     webster_cycle_s,
     webster_plan,
+)
+from models.signals.recommendations import (
+    Recommendation,
+    recommend,
+    recommendation_id,
 )
 
 __all__ = [
