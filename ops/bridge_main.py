@@ -17,7 +17,7 @@ from ops.runtime import load_network
 from ops.settings import Settings
 from streams.app import device_index
 from streams.kafka_ingest import KafkaIngest
-from streams.metrics import IngestMetrics
+from streams.metrics import BridgeMetrics, IngestMetrics
 from streams.mqtt_bridge import MqttBridge
 from streams.topics import bootstrap_of, ensure_topics, kafka_client_kwargs
 
@@ -57,7 +57,8 @@ async def run_bridge(settings: Settings) -> None:
             registry=registry,
         )
         metrics = bridge.metrics if bridge is not None else IngestMetrics.create(registry)
-        kin = KafkaIngest(settings, devices, metrics, lag, bootstrap)
+        send_metrics = bridge.bridge_metrics if bridge is not None else BridgeMetrics.create(registry)
+        kin = KafkaIngest(settings, devices, metrics, lag, bootstrap, send_metrics.send_errors)
 
     def forwarded() -> int:
         return (bridge.forwarded if bridge else 0) + (kin.forwarded if kin else 0)

@@ -49,6 +49,7 @@ REASON_CLASSES = (
     "late",
     "duplicate",
     "clock_skew",
+    "kafka_refused",  # valid readings in an ``events`` record Kafka refused for good (streams.delivery)
 )
 
 

@@ -74,6 +74,6 @@ def test_oversized_mqtt_message_is_dead_lettered_capped_and_the_bridge_goes_on(
         lost=acc.lost,
         duplicate_outputs=acc.duplicate_outputs,
         recovery_s=round(recovery_s, 1),
-        operator_sees="bridge stays up (/health ok); `citybrain_events_invalid_total{reason=\"too_large\"}` +1; "
+        operator_sees='bridge stays up (/health ok); `citybrain_events_invalid_total{reason="too_large"}` +1; '
         "a capped dead-letter record (64 KiB excerpt, size, SHA-256)",
     )
