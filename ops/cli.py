@@ -154,6 +154,8 @@ def demo(
         b = stack.start_bridge()
         stack.wait_healthy(w)
         stack.wait_healthy(b)
+        # a bridge that exits is restarted with backoff, logged and counted (production: systemd, docs/operations.md)
+        bridge_sup = stack.supervise_bridge(report=lambda line: typer.echo(f"citybrain demo: {line}", err=True))
         eff = stack.settings
         stop = threading.Event()
         pub = MqttPublisher(
@@ -199,7 +201,8 @@ def demo(
         try:
             _wait_for_signal()
         finally:
-            typer.echo("stopping…")
+            restarts = f" (the bridge was restarted {bridge_sup.restarts} times)" if bridge_sup.restarts else ""
+            typer.echo(f"stopping…{restarts}")
             stop.set()
             sim.join(10)
             pub.close()

@@ -1,4 +1,5 @@
-"""Hostile input at the MQTT bridge (issue #15, defect 1): one oversized message mid-stream.
+"""Hostile input at the MQTT bridge (issue #15, defect 1): one oversized message mid-stream, and the demo's
+supervisor restarting a bridge that died anyway.
 
 Before the fix, the dead-letter record of an 800,000-byte payload held the payload base64-encoded (1.07 MB), over
 Kafka's (and aiokafka's) 1 MiB message limit: the produce failed with ``MessageSizeTooLargeError``, the exception
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,17 @@ from ops.runtime import Stack
 from streams.records import DEAD_LETTER_EXCERPT_BYTES
 from tests.integration.conftest import Brokers, unique_settings
 
-from .conftest import account, devices, expected_windows, health_of, publish, read_topic, stream, wait_published
+from .conftest import (
+    account,
+    devices,
+    expected_windows,
+    health_of,
+    publish,
+    read_topic,
+    stream,
+    wait_for,
+    wait_published,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -76,4 +88,52 @@ def test_oversized_mqtt_message_is_dead_lettered_capped_and_the_bridge_goes_on(
         recovery_s=round(recovery_s, 1),
         operator_sees='bridge stays up (/health ok); `citybrain_events_invalid_total{reason="too_large"}` +1; '
         "a capped dead-letter record (64 KiB excerpt, size, SHA-256)",
+    )
+
+
+def test_killed_bridge_is_restarted_by_the_demo_supervisor(
+    brokers: Brokers, tmp_path: Path, record: Callable[..., None]
+) -> None:
+    """``citybrain demo`` supervises its bridge (``Stack.supervise_bridge``); here it is SIGKILLed mid-stream.
+
+    mosquitto keeps the bridge's persistent session, so readings published while it is down are delivered to the
+    restarted bridge; amqtt drops sessions (see test_mqtt_outage.py), so there the rest is published after it is
+    back."""
+    s = unique_settings(brokers)
+    events = stream()
+    half = len(events) // 2
+    keeps_session = brokers.engine == "kafka"
+    with Stack(s, tmp_path) as st:
+        worker, bridge = st.start_pipeline()
+        lines: list[str] = []
+        sup = st.supervise_bridge(report=lines.append, first_backoff_s=1.0)
+        c = devices(s.mqtt.host, s.mqtt.port, "hostile-devices-b")
+        try:
+            wait_published(publish(c, s, events[:half]), 30)
+            wait_for(lambda: health_of(bridge).get("forwarded", 0) >= half, 30, "the first half forwarded")
+            time.sleep(1.0)  # its acks out (amqtt would drop un-acked messages with the session)
+            bridge.signal(signal.SIGKILL)
+            t_kill = time.monotonic()
+            if keeps_session:
+                wait_published(publish(c, s, events[half:]), 30)  # taken by the broker while no bridge runs
+            wait_for(lambda: sup.restarts == 1 and health_of(sup.child).get("status") == "ok", 60, "the restart")
+            recovery_s = time.monotonic() - t_kill
+            if not keeps_session:
+                wait_published(publish(c, s, events[half:]), 30)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        acc = account(s, len(events), expected_windows())
+        assert worker.alive()
+    assert st.bridge is sup.child and sup.child is not bridge
+    assert any("exited with status -9; restarting" in line for line in lines), lines
+    assert acc.lost == 0 and acc.duplicate_outputs == 0
+    record(
+        fault="MQTT bridge SIGKILLed mid-stream, restarted by the demo's supervisor"
+        + ("" if keeps_session else " (rest published after the restart: amqtt drops sessions)"),
+        events=len(events),
+        lost=acc.lost,
+        duplicate_outputs=acc.duplicate_outputs,
+        recovery_s=round(recovery_s, 1),
+        operator_sees="demo prints the exit and the restart; alert CitybrainBridgeDown (up == 0) if it stays down",
     )
