@@ -94,12 +94,18 @@ def worker() -> None:
 
 @app.command()
 def bridge() -> None:
-    """Run the MQTT → Kafka bridge. SIGTERM stops intake, flushes Kafka and acks what was produced."""
-    from ops.bridge_main import run_bridge
+    """Run the MQTT → Kafka bridge. SIGTERM stops intake, flushes Kafka and acks what was produced.
+
+    Exit status: 0 stopped, 2 invalid settings, other: crashed (a supervisor restarts it; docs/operations.md)."""
+    from ops.bridge_main import BridgeConfigError, run_bridge
 
     s = _settings()
     _logging(s)
-    asyncio.run(run_bridge(s))
+    try:
+        asyncio.run(run_bridge(s))
+    except BridgeConfigError as exc:
+        typer.echo(f"citybrain bridge: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -3,6 +3,8 @@ error is not. Real child processes (a Python one-liner that exits with a chosen 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -62,3 +64,14 @@ def test_a_clean_stop_or_a_settings_error_is_not_restarted(tmp_path: Path) -> No
         sup = Supervisor(start(), start, first_backoff_s=0.01)
         run_until(sup, lambda: sup.gave_up is not None)  # noqa: B023
         assert sup.gave_up == code and sup.restarts == 0
+
+
+def test_the_bridge_exits_with_status_2_on_invalid_settings(tmp_path: Path) -> None:
+    """The status the supervisor (and systemd's RestartPreventExitStatus=2) reads as "do not restart"."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")} | {"PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-m", "ops", "bridge"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "kafka.brokers" in out.stderr
