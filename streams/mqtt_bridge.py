@@ -279,14 +279,20 @@ class MqttBridge:
         return fallback
 
     async def _n_partitions(self, producer: AIOKafkaProducer, topic: str) -> int:
-        """Partitions of ``topic``; the last known count while Kafka cannot say (unavailable)."""
-        try:
-            self._n_parts = len(await producer.partitions_for(topic))
-        except KafkaError as exc:
-            if not self._n_parts:
-                raise
-            log.warning("partitions of %s unknown (%r); using the last known count %d", topic, exc, self._n_parts)
-        return self._n_parts
+        """Partitions of ``topic``; the last known count while Kafka cannot say (unavailable), and until it first
+        says, asking again each second (the batch in hand waits, un-acked)."""
+        while True:
+            try:
+                self._n_parts = len(await producer.partitions_for(topic))
+                return self._n_parts
+            except KafkaError as exc:
+                if self._n_parts:
+                    log.warning("partitions of %s unknown (%r); using the last count, %d", topic, exc, self._n_parts)
+                    return self._n_parts
+                if self._stop.is_set():
+                    raise
+                log.warning("partitions of %s unknown (%r); asking again in 1 s", topic, exc)
+                await asyncio.sleep(1.0)
 
     async def _ack_done(self, pending: list[_Pending], client: mqtt.Client, wait: bool) -> None:
         """Ack, in arrival order, the MQTT messages whose records are settled; with ``wait``, first wait up to
