@@ -207,7 +207,8 @@ def demo(
         try:
             _wait_for_signal()
         finally:
-            restarts = f" (the bridge was restarted {bridge_sup.restarts} times)" if bridge_sup.restarts else ""
+            n = bridge_sup.restarts
+            restarts = f" (the bridge was restarted {n} time{'s' if n > 1 else ''})" if n else ""
             typer.echo(f"stopping…{restarts}")
             stop.set()
             sim.join(10)
