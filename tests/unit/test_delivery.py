@@ -157,3 +157,32 @@ def test_the_bridge_survives_produce_errors_and_acks_every_message_in_arrival_or
     assert bridge.forwarded == 3 and bridge.dead_lettered == 1
     assert sends(bridge.bridge_metrics, "dead_letter_refused") == 1
     assert sends(bridge.bridge_metrics, "unavailable") == 1
+
+
+def test_readings_of_an_events_record_kafka_refuses_are_dead_lettered_and_acked() -> None:
+    s = Settings(city="c")
+    bridge = MqttBridge(s, {"d0": DeviceInfo("loop", "S0", "S0_0")}, bootstrap="-", mqtt_host="-", mqtt_port=0)
+    msgs = [_Msg(f"{s.mqtt.topic_root}/c/loop/d0", reading("S0", "d0"), 7, 1, time.time())]
+
+    def decide(t: str, value: bytes, n: int) -> BaseException | None:
+        return None if t.endswith("dead-letter") else MessageSizeTooLargeError()
+
+    producer, client = FakeProducer(decide), FakeMqtt()
+
+    async def run() -> None:
+        bridge._q.put(msgs[0])
+        task = asyncio.create_task(bridge._forward(producer, client))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while not client.acked and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.01)
+        bridge.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(run())
+    assert client.acked == [7]
+    [(topic, value, _)] = producer.sent
+    dl = orjson.loads(value)
+    assert topic.endswith("dead-letter") and dl["reason_class"] == "kafka_refused" and dl["source"] == "mqtt"
+    assert bridge.forwarded == 0 and bridge.dead_lettered == 1
+    assert sends(bridge.bridge_metrics, "refused") == 1
+    assert bridge.metrics.invalid.labels("kafka_refused")._value.get() == 1
