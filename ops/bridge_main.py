@@ -1,6 +1,9 @@
 """``citybrain bridge``: the MQTT bridge process with its ``/health`` and ``/metrics`` web endpoints; with
 ``kafka_ingest = "bridge"`` it also validates the device events produced straight to Kafka
-(``streams.kafka_ingest``), and without ``mqtt.host`` it does only that."""
+(``streams.kafka_ingest``), and without ``mqtt.host`` it does only that.
+
+Exit status (docs/operations.md): 0 stopped by SIGTERM/SIGINT, 2 invalid settings (:class:`BridgeConfigError`,
+restarting cannot help), anything else a crash or Kafka unreachable at start for 60 s (restart it)."""
 
 from __future__ import annotations
 
@@ -17,18 +20,22 @@ from ops.runtime import load_network
 from ops.settings import Settings
 from streams.app import device_index
 from streams.kafka_ingest import KafkaIngest
-from streams.metrics import IngestMetrics
+from streams.metrics import SEND_ERROR_REASONS, BridgeMetrics, IngestMetrics
 from streams.mqtt_bridge import MqttBridge
 from streams.topics import bootstrap_of, ensure_topics, kafka_client_kwargs
 
 log = logging.getLogger("citybrain.bridge")
 
 
+class BridgeConfigError(ValueError):
+    """Settings the bridge cannot run with: ``citybrain bridge`` exits with status 2 (restarting cannot help)."""
+
+
 async def run_bridge(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then stop taking messages, flush Kafka, ack/commit, disconnect."""
     kafka_ingest = settings.kafka_ingest == "bridge"
     if not settings.kafka.brokers or not (settings.mqtt.host or kafka_ingest):
-        raise SystemExit(
+        raise BridgeConfigError(
             "the bridge needs kafka.brokers and mqtt.host (CITYBRAIN_KAFKA__BROKERS, CITYBRAIN_MQTT__HOST), or "
             "kafka_ingest=bridge without MQTT; `citybrain demo` starts embedded ones"
         )
@@ -48,6 +55,7 @@ async def run_bridge(settings: Settings) -> None:
         if settings.mqtt.host
         else None
     )
+    send_errors = (bridge.bridge_metrics if bridge is not None else BridgeMetrics.create(registry)).send_errors
     kin = None
     if kafka_ingest:
         lag = Gauge(
@@ -57,7 +65,7 @@ async def run_bridge(settings: Settings) -> None:
             registry=registry,
         )
         metrics = bridge.metrics if bridge is not None else IngestMetrics.create(registry)
-        kin = KafkaIngest(settings, devices, metrics, lag, bootstrap)
+        kin = KafkaIngest(settings, devices, metrics, lag, bootstrap, send_errors)
 
     def forwarded() -> int:
         return (bridge.forwarded if bridge else 0) + (kin.forwarded if kin else 0)
@@ -74,6 +82,7 @@ async def run_bridge(settings: Settings) -> None:
         }
         if kin is not None:
             body["kafka_ingest"] = {"forwarded": kin.forwarded, "dead_lettered": kin.dead_lettered}
+        body["send_errors"] = {r: int(send_errors.labels(r)._value.get()) for r in SEND_ERROR_REASONS}
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:

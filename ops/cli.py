@@ -94,12 +94,18 @@ def worker() -> None:
 
 @app.command()
 def bridge() -> None:
-    """Run the MQTT → Kafka bridge. SIGTERM stops intake, flushes Kafka and acks what was produced."""
-    from ops.bridge_main import run_bridge
+    """Run the MQTT → Kafka bridge. SIGTERM stops intake, flushes Kafka and acks what was produced.
+
+    Exit status: 0 stopped, 2 invalid settings, other: crashed (a supervisor restarts it; docs/operations.md)."""
+    from ops.bridge_main import BridgeConfigError, run_bridge
 
     s = _settings()
     _logging(s)
-    asyncio.run(run_bridge(s))
+    try:
+        asyncio.run(run_bridge(s))
+    except BridgeConfigError as exc:
+        typer.echo(f"citybrain bridge: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -154,6 +160,8 @@ def demo(
         b = stack.start_bridge()
         stack.wait_healthy(w)
         stack.wait_healthy(b)
+        # a bridge that exits is restarted with backoff, logged and counted (production: systemd, docs/operations.md)
+        bridge_sup = stack.supervise_bridge(report=lambda line: typer.echo(f"citybrain demo: {line}", err=True))
         eff = stack.settings
         stop = threading.Event()
         pub = MqttPublisher(
@@ -199,7 +207,9 @@ def demo(
         try:
             _wait_for_signal()
         finally:
-            typer.echo("stopping…")
+            n = bridge_sup.restarts
+            restarts = f" (the bridge was restarted {n} time{'s' if n > 1 else ''})" if n else ""
+            typer.echo(f"stopping…{restarts}")
             stop.set()
             sim.join(10)
             pub.close()

@@ -4,9 +4,10 @@ With ``kafka_ingest = "bridge"`` the worker does not consume ``ingest`` (its Fau
 is not registered); each ``citybrain bridge`` runs this instead: a plain aiokafka consumer in the group
 ``{app_id}-ingest`` that validates each record like an MQTT message, forwards valid events to ``events`` as one
 bundle per partition (``streams.records.bundle_events``, keyed like the segment) and invalid ones to
-``dead-letter`` with the reason, and commits a batch's offsets only once Kafka has acknowledged everything the
-batch produced (at least once: a crash re-validates, and the worker's windows recognise a redelivered reading
-as a ``duplicate``). More bridges share the ``ingest`` partitions through Kafka's consumer group.
+``dead-letter`` with the reason, and commits a batch's offsets only once everything the batch produced is
+settled (``streams.delivery``: acknowledged by Kafka, or refused for good and dead-lettered; no produce error
+ends it) — at least once: a crash re-validates, and the worker's windows recognise a redelivered reading as a
+``duplicate``. More bridges share the ``ingest`` partitions through Kafka's consumer group.
 
 Why: in the worker, Faust's per-message consumer machinery costs ≈ 35 % of its CPU on this path (a task pair per
 message, channel queues); here a batch of records costs one ``getmany`` and the worker only reads bundles.
@@ -24,11 +25,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from ops.settings import Settings
+from streams.delivery import Delivery, Fallback, OutRecord
 from streams.metrics import IngestMetrics
-from streams.records import DeviceInfo, validate_batch
+from streams.records import DeviceInfo, dead_letter, unbundle_events, validate_batch
 from streams.topics import KeyPartitions, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,18 @@ class KafkaIngest:
         Gauge ``citybrain_consumer_lag_messages{topic}`` in the bridge's registry.
     bootstrap
         Kafka bootstrap servers.
+    send_errors
+        ``citybrain_bridge_send_errors_total{reason}`` (``streams.delivery``: no produce error ends the bridge).
     """
 
     def __init__(
-        self, settings: Settings, devices: dict[str, DeviceInfo], metrics: IngestMetrics, lag: Gauge, bootstrap: str
+        self,
+        settings: Settings,
+        devices: dict[str, DeviceInfo],
+        metrics: IngestMetrics,
+        lag: Gauge,
+        bootstrap: str,
+        send_errors: Counter,
     ):
         self.settings = settings
         self.devices = devices
@@ -67,12 +77,15 @@ class KafkaIngest:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._partition_of = KeyPartitions()
+        self._send_errors = send_errors
+        self._delivery: Delivery
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self, producer: AIOKafkaProducer) -> None:
         """Consume until :meth:`stop`; the batch in hand is finished and committed first."""
+        self._delivery = Delivery(producer, self._send_errors)
         s = self.settings
         ingest_topic = s.topics.name("ingest")
         consumer = AIOKafkaConsumer(
@@ -122,9 +135,11 @@ class KafkaIngest:
         )
         futs = []
         for _, dl in out.dead_letters:
-            futs.append(await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps()))
+            dl_rec = OutRecord(dl_topic, dl.dumps(), key=dl.dead_letter_id.encode())
+            futs.append(await self._delivery.send(dl_rec, None))
         for _, part, bundle in out.bundles:
-            futs.append(await producer.send(events_topic, value=bundle, partition=part))
+            rec = OutRecord(events_topic, bundle, partition=part)
+            futs.append(await self._delivery.send(rec, self._refused_fallback(bundle)))
         self.metrics.received.labels("kafka").inc(sum(len(records) for records in batches.values()))
         self.metrics.count(out)
         self.dead_lettered += len(out.dead_letters)
@@ -132,6 +147,21 @@ class KafkaIngest:
         if futs:
             await asyncio.gather(*futs)
         return offsets
+
+    def _refused_fallback(self, bundle: bytes) -> Fallback:
+        """An ``events`` bundle Kafka refused for good becomes one dead letter holding it (capped like all)."""
+
+        def fallback(exc: BaseException) -> list[OutRecord]:
+            n = len(unbundle_events(bundle))
+            self.forwarded -= n
+            self.dead_lettered += 1
+            self.metrics.invalid.labels("kafka_refused").inc(n)
+            s = self.settings
+            reason = f"Kafka refused the events record of {n} readings: {exc!r:.200}"
+            dl = dead_letter("kafka_refused", reason, "kafka", s.topics.name("events"), bundle)
+            return [OutRecord(s.topics.name("dead_letter"), dl.dumps(), key=dl.dead_letter_id.encode())]
+
+        return fallback
 
     async def _observe_lag(self, consumer: AIOKafkaConsumer, topic: str) -> None:
         """Messages on this bridge's ``ingest`` partitions not committed yet (highwater − committed, as the

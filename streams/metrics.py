@@ -64,6 +64,32 @@ class IngestMetrics:
             self.valid.labels(kind).inc(n)
 
 
+#: ``reason`` of ``citybrain_bridge_send_errors_total`` (``streams.delivery``).
+SEND_ERROR_REASONS = ("unavailable", "refused", "dead_letter_refused")
+
+
+@dataclass
+class BridgeMetrics:
+    """Metrics of the bridge's send path (``streams.delivery``)."""
+
+    send_errors: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> BridgeMetrics:
+        m = cls(
+            send_errors=Counter(
+                "citybrain_bridge_send_errors",
+                "Records Kafka did not take, by what the bridge did: unavailable (sent again), refused (its "
+                "readings dead-lettered instead), dead_letter_refused (a dead-letter record dropped, logged)",
+                ["reason"],
+                registry=registry,
+            )
+        )
+        for r in SEND_ERROR_REASONS:
+            m.send_errors.labels(r)
+        return m
+
+
 @dataclass
 class WorkerMetrics:
     """Metrics of the stream worker's agents."""

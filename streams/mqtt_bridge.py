@@ -3,14 +3,17 @@
 - paho-mqtt 2.x (``CallbackAPIVersion.VERSION2``), QoS 1, persistent session (``clean_session=False`` and a
   fixed client id), so QoS 1 messages published while the bridge is away are delivered when it returns.
 - Subscribes to ``{topic_root}/{city}/loop/+`` and ``{topic_root}/{city}/camera/+``.
-- Acknowledges each MQTT message only after Kafka has acknowledged the record it produced (manual acks, in
-  arrival order as MQTT requires), so a crash between the two re-delivers instead of losing.
+- Acknowledges each MQTT message only once the record it produced is settled (``streams.delivery``: Kafka
+  acknowledged it, or refused it for good and its dead letter is settled) — manual acks, in arrival order as
+  MQTT requires — so a crash between the two re-delivers instead of losing. No produce error ends the bridge:
+  a record Kafka cannot take now is sent again with backoff, one it refuses (too large) is dead-lettered.
 - paho's network thread hands messages to the asyncio loop through a bounded queue; when Kafka is slow the
   queue fills, paho's thread blocks and TCP back-pressure reaches the MQTT broker.
 
 Metrics (``/metrics`` on the bridge's port) share names with the Kafka ingest agent's:
 ``citybrain_events_received_total{source="mqtt"}``, ``citybrain_events_valid_total``,
-``citybrain_events_invalid_total``.
+``citybrain_events_invalid_total``; ``citybrain_bridge_send_errors_total{reason}`` counts the records Kafka did
+not take.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
 from ops.settings import Settings
-from streams.metrics import IngestMetrics
+from streams.delivery import Delivery, Fallback, OutRecord
+from streams.metrics import BridgeMetrics, IngestMetrics
 from streams.records import (
     BUNDLE_MAX,
     DeviceInfo,
@@ -46,6 +51,8 @@ from streams.topics import KeyPartitions, ensure_topics, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 QUEUE_MAX = 10_000
+#: MQTT messages taken but not yet acked (their records in flight) past which intake waits.
+PENDING_MAX = 2000
 
 
 @dataclass
@@ -55,6 +62,10 @@ class _Msg:
     mid: int
     qos: int
     received_at: float
+
+
+#: A message taken from MQTT and the future of the record that carries it (settled: ack it).
+_Pending = tuple[asyncio.Future[None], _Msg]
 
 
 class MqttBridge:
@@ -77,6 +88,8 @@ class MqttBridge:
         self.mqtt_port = mqtt_port
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics.create(self.registry)
+        self.bridge_metrics = BridgeMetrics.create(self.registry)
+        self._n_parts = 0
         self._q: queue.Queue[_Msg] = queue.Queue(QUEUE_MAX)
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -189,63 +202,108 @@ class MqttBridge:
             await producer.stop()
 
     async def _forward(self, producer: AIOKafkaProducer, client: mqtt.Client) -> None:
-        s = self.settings
-        events_topic, dl_topic = s.topics.name("events"), s.topics.name("dead_letter")
-        max_bytes = s.mqtt.max_payload_bytes
-        pending: list[tuple[asyncio.Future[Any], _Msg]] = []
-        while not self._stop.is_set():
-            batch: list[_Msg] = []
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 500:
-                    batch.append(self._q.get_nowait())
-            if not batch:
-                await self._ack_done(pending, client, wait=True)
-                await asyncio.sleep(0.005)
-                continue
-            # valid readings go out as one bundle per partition (streams.records.bundle_events); each MQTT message
-            # is acknowledged once the Kafka record holding it is
-            n_parts = len(await producer.partitions_for(events_topic))
-            by_part: dict[int, list[tuple[bytes, _Msg]]] = {}
-            sent: list[tuple[asyncio.Future[Any], list[_Msg]]] = []
-            for msg in batch:
-                self.metrics.received.labels("mqtt").inc()
-                kind, dev = self._route(msg.topic)
-                try:
-                    ev = decode_device_payload(
-                        msg.payload, max_bytes=max_bytes, devices=self.devices, topic_kind=kind, topic_id=dev
-                    )
-                except InvalidEvent as exc:
-                    self.metrics.invalid.labels(exc.reason_class).inc()
-                    dl = dead_letter(exc.reason_class, exc.reason, "mqtt", msg.topic, msg.payload)
-                    fut = await producer.send(dl_topic, key=dl.dead_letter_id.encode(), value=dl.dumps())
-                    self.dead_lettered += 1
-                    sent.append((fut, [msg]))
-                else:
-                    self.metrics.valid.labels(ev["type"]).inc()
-                    part = self._partition_of(ev["segment_id"].encode(), n_parts)
-                    by_part.setdefault(part, []).append((encode_event(ev, msg.received_at), msg))
-                    self.forwarded += 1
-            for part, items in by_part.items():
-                for i, bundle in enumerate(bundle_events([e for e, _ in items])):
-                    fut = await producer.send(events_topic, value=bundle, partition=part)
-                    sent.append((fut, [m for _, m in items[i * BUNDLE_MAX : (i + 1) * BUNDLE_MAX]]))
-            # MQTT acks go out in arrival order: order the futures by the batch position of their messages
-            order = {id(m): n for n, m in enumerate(batch)}
-            for fut, msgs in sent:
-                for m in msgs:
-                    pending.append((fut, m))
-            pending[-len(batch) :] = sorted(pending[-len(batch) :], key=lambda p: order[id(p[1])])
-            await self._ack_done(pending, client, wait=len(pending) > 2000)
+        delivery = Delivery(producer, self.bridge_metrics.send_errors)
+        # (settled future, message) in MQTT arrival order; a message is acked once its record is settled
+        pending: list[_Pending] = []
+        try:
+            while not self._stop.is_set():
+                batch: list[_Msg] = []
+                with contextlib.suppress(queue.Empty):
+                    while len(batch) < 500:
+                        batch.append(self._q.get_nowait())
+                if not batch:
+                    await self._ack_done(pending, client, wait=True)
+                    await asyncio.sleep(0.005)
+                    continue
+                sent = await self._send_batch(delivery, producer, batch)
+                # MQTT acks go out in arrival order: order the futures by the batch position of their messages
+                order = {id(m): n for n, m in enumerate(batch)}
+                pending.extend(sorted(((f, m) for f, msgs in sent for m in msgs), key=lambda p: order[id(p[1])]))
+                await self._ack_done(pending, client, wait=False)
+                while len(pending) > PENDING_MAX and not self._stop.is_set():  # Kafka slow or away: hold intake
+                    await self._ack_done(pending, client, wait=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ack_done(pending, client, wait=True), timeout=5.0)
+            for fut, _ in pending:  # not settled: left un-acked, the broker redelivers them to the next session
+                fut.cancel()
 
-    async def _ack_done(self, pending: list[tuple[asyncio.Future[Any], _Msg]], client: mqtt.Client, wait: bool) -> None:
-        """Ack, in order, the MQTT messages whose Kafka records are acknowledged."""
+    async def _send_batch(
+        self, delivery: Delivery, producer: AIOKafkaProducer, batch: list[_Msg]
+    ) -> list[tuple[asyncio.Future[None], list[_Msg]]]:
+        """Validate a batch and send it: valid readings as one bundle per partition
+        (streams.records.bundle_events), rejected payloads as dead letters. Returns each record's settled
+        future with the MQTT messages it carries."""
+        s = self.settings
+        events_topic = s.topics.name("events")
+        n_parts = await self._n_partitions(producer, events_topic)
+        by_part: dict[int, list[tuple[bytes, _Msg]]] = {}
+        sent: list[tuple[asyncio.Future[None], list[_Msg]]] = []
+        for msg in batch:
+            self.metrics.received.labels("mqtt").inc()
+            kind, dev = self._route(msg.topic)
+            try:
+                ev = decode_device_payload(
+                    msg.payload, max_bytes=s.mqtt.max_payload_bytes, devices=self.devices, topic_kind=kind, topic_id=dev
+                )
+            except InvalidEvent as exc:
+                self.metrics.invalid.labels(exc.reason_class).inc()
+                dl = self._dead_letter(exc.reason_class, exc.reason, msg)
+                sent.append((await delivery.send(dl, None), [msg]))
+            else:
+                self.metrics.valid.labels(ev["type"]).inc()
+                part = self._partition_of(ev["segment_id"].encode(), n_parts)
+                by_part.setdefault(part, []).append((encode_event(ev, msg.received_at), msg))
+                self.forwarded += 1
+        for part, items in by_part.items():
+            for i, bundle in enumerate(bundle_events([e for e, _ in items])):
+                msgs = [m for _, m in items[i * BUNDLE_MAX : (i + 1) * BUNDLE_MAX]]
+                rec = OutRecord(events_topic, bundle, partition=part)
+                sent.append((await delivery.send(rec, self._refused_fallback(msgs)), msgs))
+        return sent
+
+    def _dead_letter(self, reason_class: str, reason: str, msg: _Msg) -> OutRecord:
+        self.dead_lettered += 1
+        dl = dead_letter(reason_class, reason, "mqtt", msg.topic, msg.payload)
+        return OutRecord(self.settings.topics.name("dead_letter"), dl.dumps(), key=dl.dead_letter_id.encode())
+
+    def _refused_fallback(self, msgs: list[_Msg]) -> Fallback:
+        """The dead letters of the readings in an ``events`` record that Kafka refused."""
+
+        def fallback(exc: BaseException) -> list[OutRecord]:
+            self.forwarded -= len(msgs)
+            self.metrics.invalid.labels("kafka_refused").inc(len(msgs))
+            reason = f"Kafka refused the events record: {exc!r:.200}"
+            return [self._dead_letter("kafka_refused", reason, m) for m in msgs]
+
+        return fallback
+
+    async def _n_partitions(self, producer: AIOKafkaProducer, topic: str) -> int:
+        """Partitions of ``topic``; the last known count while Kafka cannot say (unavailable), and until it first
+        says, asking again each second (the batch in hand waits, un-acked)."""
+        while True:
+            try:
+                self._n_parts = len(await producer.partitions_for(topic))
+                return self._n_parts
+            except KafkaError as exc:
+                if self._n_parts:
+                    log.warning("partitions of %s unknown (%r); using the last count, %d", topic, exc, self._n_parts)
+                    return self._n_parts
+                if self._stop.is_set():
+                    raise
+                log.warning("partitions of %s unknown (%r); asking again in 1 s", topic, exc)
+                await asyncio.sleep(1.0)
+
+    async def _ack_done(self, pending: list[_Pending], client: mqtt.Client, wait: bool) -> None:
+        """Ack, in arrival order, the MQTT messages whose records are settled; with ``wait``, first wait up to
+        1 s for the records in flight. A record still in flight holds back the acks of every later message
+        (MQTT 3.1.1 §4.6: PUBACKs in the order the PUBLISH packets came)."""
         if wait and pending:
-            await asyncio.gather(*(f for f, _ in pending))
+            await asyncio.wait({f for f, _ in pending}, timeout=1.0)
         n = 0
         for fut, msg in pending:
             if not fut.done():
                 break
-            fut.result()  # raises if Kafka refused: the message stays un-acked and MQTT redelivers
             if msg.qos > 0:
                 client.ack(msg.mid, msg.qos)
             n += 1

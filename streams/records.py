@@ -32,6 +32,9 @@ import faust
 import orjson
 
 SCHEMA_VERSION = 1
+#: Most bytes of a rejected payload a dead-letter record carries (base64: ≈ 87 kB), far below Kafka's 1 MiB
+#: message limit whatever the payload; the record also holds the payload's size and SHA-256.
+DEAD_LETTER_EXCERPT_BYTES = 64 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:#\-]{1,128}$")
 _ISO_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?(Z|[+-]00:?00)$")
 MAX_INTERVAL_S = 3600
@@ -46,6 +49,7 @@ REASON_CLASSES = (
     "late",
     "duplicate",
     "clock_skew",
+    "kafka_refused",  # valid readings in an ``events`` record Kafka refused for good (streams.delivery)
 )
 
 
@@ -381,7 +385,9 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     """A payload citybrain could not use, with why (topic ``dead-letter``, key = ``dead_letter_id``).
 
     ``dead_letter_id`` hashes the source, its topic and the original bytes, so a redelivered payload keeps
-    its id. ``payload_b64`` holds the original bytes exactly.
+    its id. ``payload_b64`` holds the original bytes exactly up to ``DEAD_LETTER_EXCERPT_BYTES``; a larger
+    payload keeps only its first ``DEAD_LETTER_EXCERPT_BYTES`` (``payload_truncated``), so a dead-letter record
+    always fits in a Kafka message. ``payload_size_bytes`` and ``payload_sha256`` describe the whole payload.
     """
 
     dead_letter_id: str
@@ -392,10 +398,14 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     payload_b64: str
     payload_preview: str
     received_at: str
+    payload_size_bytes: int
+    payload_sha256: str
+    payload_truncated: bool
 
 
 def dead_letter(reason_class: str, reason: str, source: str, source_topic: str, payload: bytes) -> DeadLetter:
-    """Build the dead-letter record for a rejected payload."""
+    """Build the dead-letter record for a rejected payload (every dead letter of the data path is built here,
+    so every one is capped at ``DEAD_LETTER_EXCERPT_BYTES`` of payload)."""
     digest = hashlib.sha256(b"%s\0%s\0%s\0" % (source.encode(), source_topic.encode(), reason_class.encode()))
     digest.update(payload)
     return DeadLetter(
@@ -404,9 +414,12 @@ def dead_letter(reason_class: str, reason: str, source: str, source_topic: str, 
         reason=reason,
         source=source,
         source_topic=source_topic,
-        payload_b64=base64.b64encode(payload).decode(),
+        payload_b64=base64.b64encode(payload[:DEAD_LETTER_EXCERPT_BYTES]).decode(),
         payload_preview=payload[:200].decode("utf-8", errors="replace"),
         received_at=format_ts(datetime.now(UTC).timestamp()),
+        payload_size_bytes=len(payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload_truncated=len(payload) > DEAD_LETTER_EXCERPT_BYTES,
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import CityMetrics, IngestMetrics, WebhookMetrics, WorkerMetrics
+from streams.metrics import BridgeMetrics, CityMetrics, IngestMetrics, WebhookMetrics, WorkerMetrics
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 DASHBOARDS = sorted((OPS / "grafana/dashboards").glob("*.json"))
@@ -23,6 +23,7 @@ RULES = OPS / "prometheus/citybrain-rules.yml"
 def exported_names() -> set[str]:
     reg = CollectorRegistry()
     IngestMetrics.create(reg)
+    BridgeMetrics.create(reg)
     WorkerMetrics.create(reg)
     WebhookMetrics.create(reg)
     CityMetrics.create(reg)
@@ -68,10 +69,23 @@ def test_rules_are_well_formed_and_about_real_metrics() -> None:
         assert r["annotations"]["summary"]
         assert not referenced(r["expr"]) - known, r["alert"]
     assert {"CitybrainWorkerDown", "CitybrainDeadLettersRising", "CitybrainWebhookFailures"} <= set(names)
+    # a dead, silent or failing MQTT bridge (issue #15)
+    assert {"CitybrainBridgeDown", "CitybrainBridgeSilent", "CitybrainBridgeKafkaUnavailable"} <= set(names)
+    assert {"CitybrainBridgeRecordsRefused"} <= set(names)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
 def test_promtool_accepts_the_rules() -> None:
     out = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+def test_bridge_alerts_fire_on_a_dead_silent_or_refused_bridge() -> None:
+    """promtool's rule unit tests (ops/prometheus/citybrain-rules.test.yml): a bridge down, silent for 15 min,
+    Kafka unavailable for 5 min, a dead letter refused; and no alert while the bridge takes payloads in."""
+    tests = OPS / "prometheus/citybrain-rules.test.yml"
+    out = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from pathlib import Path
 
 import orjson
 import pytest
 
 from streams.records import (
+    DEAD_LETTER_EXCERPT_BYTES,
     DeviceInfo,
     InvalidEvent,
     dead_letter,
@@ -151,6 +153,30 @@ def test_dead_letter_keeps_original_bytes_and_a_stable_id() -> None:
     assert a.dead_letter_id != dead_letter("not_json", "x", "mqtt", "city/demo/loop/y", payload).dead_letter_id
     wire = orjson.loads(a.dumps())
     assert "__faust" not in wire and wire["reason_class"] == "not_json"
+
+
+def test_dead_letter_of_a_huge_payload_is_capped_with_its_size_and_hash() -> None:
+    """An 800 kB payload base64-encoded whole made a 1.07 MB record, over Kafka's 1 MiB message limit (#15)."""
+    payload = b"x" * 800_000
+    dl = dead_letter("too_large", "payload is 800000 bytes", "mqtt", "city/demo/loop/x", payload)
+    wire = orjson.loads(dl.dumps())
+    assert len(dl.dumps()) < 100_000
+    excerpt = base64.b64decode(wire["payload_b64"])
+    assert excerpt == payload[:DEAD_LETTER_EXCERPT_BYTES]
+    assert wire["payload_size_bytes"] == 800_000
+    assert wire["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert wire["payload_truncated"] is True
+    # the id still covers every byte: two payloads with the same excerpt are two dead letters
+    other = dead_letter("too_large", "payload is 800000 bytes", "mqtt", "city/demo/loop/x", payload[:-1] + b"y")
+    assert other.dead_letter_id != dl.dead_letter_id
+
+
+def test_dead_letter_of_a_small_payload_is_whole() -> None:
+    payload = b"y" * DEAD_LETTER_EXCERPT_BYTES
+    wire = orjson.loads(dead_letter("not_json", "payload is not JSON", "kafka", "ingest", payload).dumps())
+    assert base64.b64decode(wire["payload_b64"]) == payload
+    assert wire["payload_size_bytes"] == len(payload) and wire["payload_truncated"] is False
+    assert wire["payload_sha256"] == hashlib.sha256(payload).hexdigest()
 
 
 def test_event_encoding_and_timestamps() -> None:
