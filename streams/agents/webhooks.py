@@ -3,10 +3,15 @@
 1. ``webhook-fanout`` reads ``alerts`` and queues a :class:`~streams.records.WebhookDelivery` on
    ``webhook-deliveries`` for every endpoint whose ``event_types`` globs match the alert type, keyed by endpoint
    name: one partition per endpoint, so each endpoint receives its alerts in order.
-2. ``webhook-deliver`` takes the queue in order and calls :func:`streams.webhook_delivery.deliver` (retries with
-   backoff and jitter, Retry-After, 410, SSRF guard). A delivery that is given up on goes to
-   ``webhook-dead-letter`` with why. Its Kafka offset is committed only after the delivery finished, so a worker
-   restart re-delivers (with the same ``webhook-id``) rather than loses.
+2. ``webhook-deliver`` takes the queue in order and calls :func:`streams.webhook_delivery.deliver` (capped
+   backoff with jitter, Retry-After, 410, SSRF guard) with the endpoint's
+   :class:`~streams.webhook_circuit.EndpointCircuit`: while an endpoint fails, the head of its queue is retried as
+   the probe, and once it answers the backlog drains at full speed. A delivery that is given up on (``max_age_s``)
+   goes to ``webhook-dead-letter`` with why. Its Kafka offset is committed only after the delivery finished, so a
+   worker restart re-delivers (with the same ``webhook-id``) rather than loses.
+
+Logged once per change of an endpoint's state (failing with the error; recovered with the outage duration; its
+backlog delivered), not per attempt; ``citybrain_webhook_endpoint_up{endpoint}`` follows the state.
 
 The table ``webhook-endpoints`` (keyed by endpoint, co-partitioned with the queue) remembers endpoints disabled by
 a 410 and the last delivered ids, so a redelivered queue entry is not sent twice.
@@ -28,6 +33,7 @@ import faust
 
 from streams.metrics import WebhookMetrics
 from streams.records import Alert, WebhookDeadLetter, WebhookDelivery
+from streams.webhook_circuit import EndpointCircuit, EndpointState, StateChange
 from streams.webhook_delivery import deliver
 
 if TYPE_CHECKING:
@@ -79,6 +85,19 @@ def register(pipe: Pipeline) -> None:
                     )
                     await queue.send(key=ep.name, value=d)
 
+    circuits = {name: EndpointCircuit(name) for name in endpoints}
+    for name in endpoints:
+        metrics.endpoint_up.labels(name).set(1)
+
+    def on_change(change: StateChange) -> None:
+        if change.to == EndpointState.FAILING:
+            log.warning(change.message())
+            metrics.endpoint_up.labels(change.endpoint).set(0)
+            metrics.outages.inc()
+            return
+        log.info(change.message())
+        metrics.endpoint_up.labels(change.endpoint).set(1)
+
     async def give_up(d: WebhookDelivery, outcome: str, reason: str, attempts: int, status: int | None) -> None:
         rec = WebhookDeadLetter(
             delivery_id=d.delivery_id,
@@ -91,14 +110,54 @@ def register(pipe: Pipeline) -> None:
             failed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         await dead.send(key=d.endpoint, value=rec)
-        log.warning("webhook %s to %s given up (%s): %s", d.delivery_id, d.endpoint, outcome, reason)
+        circuit = circuits.get(d.endpoint)
+        if circuit is not None and circuit.note_given_up():  # one line per outage, not one per expired delivery
+            log.warning(
+                "webhook %s to %s given up (%s): %s; later ones given up during this outage are counted in "
+                "citybrain_webhook_deliveries_total{result=%s}",
+                d.delivery_id,
+                d.endpoint,
+                outcome,
+                reason,
+                outcome,
+            )
+        elif circuit is None:
+            log.warning("webhook %s to %s given up (%s): %s", d.delivery_id, d.endpoint, outcome, reason)
+
+    def caught_up(stream: Any) -> bool:
+        """Whether the delivery just finished was the last one queued on its partition (best effort)."""
+        event: Any = getattr(stream, "current_event", None)
+        try:
+            return bool(event.message.offset + 1 >= app.consumer.highwater(event.message.tp))
+        except Exception:  # no consumer (in-memory tests) or no highwater yet: don't know
+            return False
+
+    async def send_one(ep: Any, d: WebhookDelivery, state: dict[str, Any]) -> str:
+        res = await deliver(
+            ep,
+            d.alert,
+            session=session(),
+            settings=hooks,
+            city=settings.city,
+            circuit=circuits[ep.name],
+            queued_at_s=d.queued_at,
+            on_attempt=lambda label: metrics.attempts.labels(label).inc(),
+            on_change=on_change,
+        )
+        if res.outcome == "delivered":
+            state["delivered"] = [*state["delivered"], d.delivery_id][-REMEMBER_DELIVERED:]
+        else:
+            if res.outcome == "gone":
+                state["disabled"] = True
+            await give_up(d, res.outcome, res.last_error or "", res.attempts, res.last_status)
+        table[d.endpoint] = state
+        return res.outcome
 
     @app.agent(queue, name="webhook-deliver")
     async def webhook_deliver(stream: Any) -> None:
         async for d in stream:
             state = dict(table.get(d.endpoint) or {"disabled": False, "delivered": []})
             ep = endpoints.get(d.endpoint)
-            result_label = "delivered"
             if ep is None:
                 await give_up(d, "unknown_endpoint", "endpoint no longer configured", 0, None)
                 result_label = "failed"
@@ -108,21 +167,8 @@ def register(pipe: Pipeline) -> None:
             elif d.delivery_id in state["delivered"]:
                 result_label = "duplicate"
             else:
-                res = await deliver(
-                    ep,
-                    d.alert,
-                    session=session(),
-                    settings=hooks,
-                    city=settings.city,
-                    on_attempt=lambda label: metrics.attempts.labels(label).inc(),
-                )
-                result_label = res.outcome
-                if res.outcome == "delivered":
-                    state["delivered"] = [*state["delivered"], d.delivery_id][-REMEMBER_DELIVERED:]
-                else:
-                    if res.outcome == "gone":
-                        state["disabled"] = True
-                    await give_up(d, res.outcome, res.last_error or "", res.attempts, res.last_status)
-                table[d.endpoint] = state
+                result_label = await send_one(ep, d, state)
+                if caught_up(stream) and (done := circuits[ep.name].backlog_done(time.time())) is not None:
+                    on_change(done)
             metrics.deliveries.labels(result_label).inc()
             metrics.latency.observe(max(0.0, time.time() - d.queued_at))
