@@ -106,19 +106,35 @@ class WebhookEndpoint(BaseModel):
 
 
 class WebhookSettings(BaseModel):
-    """Webhook delivery: Kafka-backed queue, retries with exponential backoff and jitter."""
+    """Webhook delivery: Kafka-backed queue, per-endpoint order, capped exponential backoff with jitter."""
 
     model_config = _FROZEN
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
     allow_private_targets: bool = Field(
         False, description="allow loopback/private/link-local targets (SSRF guard off); for on-site receivers"
     )
-    retry_schedule_s: list[float] = Field(
-        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0],
-        description="waits between attempts; after the last, the delivery is dead-lettered",
+    retry_initial_s: float = Field(1.0, gt=0, description="wait after the first failed attempt; doubles per failure")
+    retry_max_s: float = Field(
+        30.0, gt=0, description="cap on the wait between attempts: a failing endpoint is probed at least this often"
     )
-    jitter: float = Field(0.2, ge=0, le=1, description="± share of each wait, randomised")
+    max_age_s: float = Field(
+        7200.0,
+        gt=0,
+        description="a delivery not delivered this long after being queued while its endpoint keeps failing "
+        "goes to webhook-dead-letter",
+    )
+    jitter: float = Field(0.2, ge=0, le=1, description="± share of each wait, randomised (never above the cap)")
     max_retry_after_s: float = Field(3600.0, ge=0, description="cap on a receiver's Retry-After")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_schedule(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "retry_schedule_s" in data:
+            raise ValueError(
+                "webhooks.retry_schedule_s is gone: set retry_initial_s, retry_max_s (backoff cap) and max_age_s "
+                "(give up after) instead"
+            )
+        return data
 
 
 class SignalSettings(BaseModel):

@@ -189,6 +189,8 @@ class WebhookMetrics:
     attempts: Counter
     deliveries: Counter
     latency: Histogram
+    endpoint_up: Gauge
+    outages: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WebhookMetrics:
@@ -209,6 +211,18 @@ class WebhookMetrics:
                 "citybrain_webhook_delivery_seconds",
                 "From queuing a webhook delivery to its final result",
                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14400),
+                registry=registry,
+            ),
+            # endpoint health (issue #15/6): label = configured endpoint name (few, from settings)
+            endpoint_up=Gauge(
+                "citybrain_webhook_endpoint_up",
+                "1 while a webhook endpoint's last attempt succeeded, 0 while it is failing (its queue waits)",
+                ["endpoint"],
+                registry=registry,
+            ),
+            outages=Counter(
+                "citybrain_webhook_endpoint_outages",
+                "Webhook endpoints going from healthy to failing (failed attempts: citybrain_webhook_attempts_total)",
                 registry=registry,
             ),
         )

@@ -1,13 +1,18 @@
-"""Delivering one alert to one webhook endpoint: SSRF guard, signed POST, retries, Retry-After, 410.
+"""Delivering one alert to one webhook endpoint: SSRF guard, signed POST, capped retries, Retry-After, 410.
 
 The Faust agents in ``streams/agents/webhooks.py`` call :func:`deliver` for each queued delivery, in order per
-endpoint (the deliveries topic is keyed by endpoint name).
+endpoint (the deliveries topic is keyed by endpoint name), with the endpoint's
+:class:`~streams.webhook_circuit.EndpointCircuit`.
 
 - Success is any 2xx. Redirects are not followed (a 3xx is a failure).
 - **410 Gone** disables the endpoint: this delivery and the later ones are dead-lettered, not sent.
-- Anything else (other status, timeout, connection error) is retried after ``retry_schedule_s[i]`` ± jitter,
-  or after the receiver's ``Retry-After`` (seconds or HTTP date, capped); after the last wait the delivery is
-  dead-lettered with the last error.
+- Anything else (other status, timeout, connection error) marks the endpoint failing and is retried after a
+  capped exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``, ± jitter), or after the
+  receiver's ``Retry-After`` (seconds or HTTP date, capped by ``max_retry_after_s``). The delivery is the probe of
+  its failing endpoint: the later ones wait behind it, in order, and go out at full speed once it succeeds.
+- **Give-up rule**: a delivery still undelivered ``max_age_s`` after it was queued, while its endpoint keeps
+  failing, is dead-lettered with the last error (a delivery reaching the head of the queue already that old while
+  the endpoint is failing is dead-lettered without another attempt). A healthy endpoint always gets an attempt.
 - The **SSRF guard** resolves the host and refuses loopback, private, link-local, multicast, reserved and
   unspecified addresses unless ``webhooks.allow_private_targets`` is set.
 - Every attempt carries the same ``webhook-id`` (the alert's ``event_id``), so a receiver dedupes retries and
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ops.settings import WebhookEndpoint, WebhookSettings
+from streams.webhook_circuit import EndpointCircuit, StateChange
 from streams.webhook_format import render, sign
 
 
@@ -86,6 +91,49 @@ def retry_after_s(value: str | None, now: float) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP POST: its status (None without an answer), error and the receiver's Retry-After in seconds."""
+
+    status: int | None
+    error: str | None
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+async def post_once(
+    endpoint: WebhookEndpoint, msg_id: str, body: bytes, content_type: str, session: aiohttp.ClientSession
+) -> Attempt:
+    """POST one signed delivery (a fresh ``webhook-timestamp`` and signature per attempt, the same id)."""
+    ts = int(time.time())
+    headers = {
+        "content-type": content_type,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(endpoint.secret.get_secret_value(), msg_id, ts, body),
+        "user-agent": "citybrain-webhooks/1",
+    }
+    try:
+        async with session.post(
+            endpoint.url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=endpoint.timeout_s),
+        ) as resp:
+            await resp.read()
+            if 200 <= resp.status < 300 or resp.status == 410:
+                return Attempt(resp.status, None)
+            return Attempt(resp.status, f"HTTP {resp.status}", retry_after_s(resp.headers.get("retry-after"), ts))
+    except TimeoutError:
+        return Attempt(None, f"timed out after {endpoint.timeout_s:g} s")
+    except aiohttp.ClientError as exc:
+        return Attempt(None, f"{type(exc).__name__}: {exc}")
+
+
 async def deliver(
     endpoint: WebhookEndpoint,
     alert: dict[str, Any],
@@ -93,75 +141,77 @@ async def deliver(
     session: aiohttp.ClientSession,
     settings: WebhookSettings,
     city: str,
+    circuit: EndpointCircuit | None = None,
+    queued_at_s: float | None = None,
+    clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_attempt: Callable[[str], None] | None = None,
+    on_change: Callable[[StateChange], None] | None = None,
     is_disabled: Callable[[], bool] = lambda: False,
 ) -> DeliveryResult:
-    """Deliver ``alert`` to ``endpoint`` with retries (see module doc).
+    """Deliver ``alert`` to ``endpoint``, retrying until it is delivered or given up on (see module doc).
 
     Parameters
     ----------
+    circuit
+        The endpoint's health, shared by its deliveries (a fresh healthy one if None).
+    queued_at_s
+        When the delivery was queued (Unix s; now if None): the start of its ``max_age_s``.
+    clock, sleep
+        Time source and wait (tests drive both).
     on_attempt
         Called with each attempt's outcome label (``success``, ``retry``, ``gone``, ``failed``, ``refused``)
         for metrics.
+    on_change
+        Called with each change of the endpoint's state (went down, came back, backlog delivered).
     is_disabled
         Checked before each retry (another delivery may have found the endpoint gone).
     """
     note = on_attempt or (lambda _label: None)
+    report = on_change or (lambda _change: None)
+    circuit = circuit if circuit is not None else EndpointCircuit(endpoint.name)
     try:
         await check_target(endpoint.url, settings.allow_private_targets)
     except RefusedTarget as exc:
         note("refused")
         return DeliveryResult("refused", 0, None, str(exc))
     body, content_type = render(alert, endpoint.format, city)
-    msg_id = str(alert["event_id"])
-    secret = endpoint.secret.get_secret_value()
-    waits = list(settings.retry_schedule_s)
+    queued = queued_at_s if queued_at_s is not None else clock()
+    give_up_at = queued + settings.max_age_s
+    if not circuit.up and clock() >= give_up_at:
+        return DeliveryResult("failed", 0, None, _too_old(settings, circuit.last_error))
     attempts = 0
-    last_status: int | None = None
-    last_error: str | None = None
     while True:
         attempts += 1
-        ts = int(time.time())
-        headers = {
-            "content-type": content_type,
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": sign(secret, msg_id, ts, body),
-            "user-agent": "citybrain-webhooks/1",
-        }
-        hint: float | None = None
-        try:
-            async with session.post(
-                endpoint.url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=endpoint.timeout_s),
-            ) as resp:
-                last_status = resp.status
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    note("success")
-                    return DeliveryResult("delivered", attempts, resp.status, None)
-                if resp.status == 410:
-                    note("gone")
-                    return DeliveryResult("gone", attempts, 410, "receiver answered 410 Gone: endpoint disabled")
-                last_error = f"HTTP {resp.status}"
-                hint = retry_after_s(resp.headers.get("retry-after"), time.time())
-        except TimeoutError:
-            last_status, last_error = None, f"timed out after {endpoint.timeout_s:g} s"
-        except aiohttp.ClientError as exc:
-            last_status, last_error = None, f"{type(exc).__name__}: {exc}"
-        if not waits:
+        circuit.probe()
+        res = await post_once(endpoint, str(alert["event_id"]), body, content_type, session)
+        now = clock()
+        if res.ok:
+            note("success")
+            _report(report, circuit.succeeded(now, queued))
+            return DeliveryResult("delivered", attempts, res.status, None)
+        if res.status == 410:
+            note("gone")
+            return DeliveryResult("gone", attempts, 410, "receiver answered 410 Gone: endpoint disabled")
+        error = res.error or "failed"
+        _report(report, circuit.failed(now, error))
+        if now >= give_up_at:
             note("failed")
-            return DeliveryResult("failed", attempts, last_status, last_error)
+            return DeliveryResult("failed", attempts, res.status, _too_old(settings, error))
         note("retry")
-        base = waits.pop(0)
-        wait = base * (1 + random.uniform(-settings.jitter, settings.jitter))
-        if hint is not None:
-            wait = max(wait, min(hint, settings.max_retry_after_s))
-        await sleep(wait)
+        wait = circuit.backoff_s(settings.retry_initial_s, settings.retry_max_s, settings.jitter)
+        if res.retry_after_s is not None:
+            wait = max(wait, min(res.retry_after_s, settings.max_retry_after_s))
+        await sleep(min(wait, give_up_at - now))
         if is_disabled():
             note("gone")
-            return DeliveryResult("gone", attempts, last_status, "endpoint disabled while retrying")
+            return DeliveryResult("gone", attempts, res.status, "endpoint disabled while retrying")
+
+
+def _too_old(settings: WebhookSettings, error: str | None) -> str:
+    return f"not delivered within max_age_s={settings.max_age_s:g} s of being queued; last error: {error}"
+
+
+def _report(report: Callable[[StateChange], None], change: StateChange | None) -> None:
+    if change is not None:
+        report(change)

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from ops.runtime import Stack
 from ops.settings import WebhookEndpoint, WebhookSettings
+from streams.webhook_circuit import EndpointCircuit, EndpointState, StateChange
 from streams.webhook_delivery import deliver
 from streams.webhook_format import sign
 
@@ -35,7 +36,7 @@ ALERT: dict[str, Any] = {
 
 
 def settings(**kw: Any) -> WebhookSettings:
-    base: dict[str, Any] = {"allow_private_targets": True, "retry_schedule_s": [0.05, 0.05, 0.05], "jitter": 0.0}
+    base: dict[str, Any] = {"allow_private_targets": True, "retry_initial_s": 0.05, "retry_max_s": 0.05, "jitter": 0.0}
     return WebhookSettings(**{**base, **kw})
 
 
@@ -84,7 +85,7 @@ async def test_retry_after_is_honoured(receiver: Receiver) -> None:
 
 async def test_receiver_down_then_up_loses_nothing() -> None:
     r = Receiver()  # not started yet: connection refused
-    hooks = settings(retry_schedule_s=[0.3, 0.3, 0.3, 0.3])
+    hooks = settings(retry_initial_s=0.3, retry_max_s=0.3)
     attempts: list[str] = []
 
     async def start_after_two(s: float) -> None:
@@ -109,6 +110,56 @@ async def test_receiver_down_then_up_loses_nothing() -> None:
     assert [x.webhook_id for x in r.received] == ["inc-7f3a:1"]
 
 
+async def test_outage_backlog_resumes_within_the_retry_cap_in_order() -> None:
+    """Issue #15/6 on a driven clock (no real sleeping): the receiver is refused for 228 s (3.8 min) while 12
+    deliveries queue; the head is probed at most ``retry_max_s`` apart, so it goes through within the cap of the
+    receiver coming back, and the rest follow at once, in order, each once; one report when the endpoint went down
+    and one when it came back, not one per attempt."""
+    r = Receiver()  # not started: connection refused
+    hooks = settings(retry_initial_s=1.0, retry_max_s=30.0, jitter=0.2)
+    clock = [1000.0]
+    up_at = clock[0] + 228.0
+    waits: list[float] = []
+    started: list[bool] = []
+
+    async def driven_sleep(s: float) -> None:
+        waits.append(s)
+        clock[0] += s
+        if clock[0] >= up_at and not started:
+            await r.start()
+            started.append(True)
+
+    circuit = EndpointCircuit("ops")
+    changes: list[StateChange] = []
+    alerts = [{**ALERT, "event_id": f"inc-7f3a:{v}"} for v in range(1, 13)]
+    async with aiohttp.ClientSession() as s:
+        results = []
+        for n, a in enumerate(alerts):
+            res = await deliver(
+                endpoint(r.url),
+                a,
+                session=s,
+                settings=hooks,
+                city="hz",
+                circuit=circuit,
+                queued_at_s=1000.0 + n,
+                clock=lambda: clock[0],
+                sleep=driven_sleep,
+                on_change=changes.append,
+            )
+            results.append(res)
+            if n == 0:
+                delivered_at = clock[0]
+    await r.stop()
+    assert max(waits) <= 30.0  # capped (the old schedule waited 5, 30, 120, 600 s …)
+    assert delivered_at - up_at <= 30.0  # the probe found the receiver within the cap
+    assert [res.outcome for res in results] == ["delivered"] * 12
+    assert [res.attempts for res in results[1:]] == [1] * 11  # the backlog went at full speed
+    assert [x.webhook_id for x in r.received] == [a["event_id"] for a in alerts]  # in order, each once
+    assert [c.to for c in changes] == [EndpointState.FAILING, EndpointState.HEALTHY]
+    assert "Connect" in (changes[0].error or "") and changes[1].outage_s == delivered_at - 1000.0
+
+
 async def test_410_disables(receiver: Receiver) -> None:
     receiver.script = [410]
     async with aiohttp.ClientSession() as s:
@@ -117,17 +168,18 @@ async def test_410_disables(receiver: Receiver) -> None:
     assert receiver.received == []
 
 
-async def test_timeout_then_give_up(receiver: Receiver) -> None:
-    receiver.script = [1.0, 1.0, 1.0]  # each attempt hangs 1 s; the endpoint allows 0.2 s
+async def test_timeout_then_give_up_after_max_age(receiver: Receiver) -> None:
+    receiver.script = [1.0] * 10  # each attempt hangs 1 s; the endpoint allows 0.2 s
     async with aiohttp.ClientSession() as s:
         res = await deliver(
             endpoint(receiver.url, timeout_s=0.2),
             ALERT,
             session=s,
-            settings=settings(retry_schedule_s=[0.05, 0.05]),
+            settings=settings(max_age_s=0.5),
             city="hz",
         )
-    assert res.outcome == "failed" and res.attempts == 3 and "timed out" in (res.last_error or "")
+    assert res.outcome == "failed" and res.attempts >= 2
+    assert "timed out" in (res.last_error or "") and "max_age_s=0.5" in (res.last_error or "")
 
 
 async def test_ssrf_guard_refuses_loopback_unless_allowed(receiver: Receiver) -> None:
@@ -173,7 +225,7 @@ def test_worker_delivers_alerts_from_kafka_once_each(brokers: Brokers, tmp_path:
         hook = {"name": "ops", "url": rx.receiver.url, "secret": SECRET, "event_types": ["incident.*"]}
         s = unique_settings(
             brokers,
-            webhooks={"endpoints": [hook], "allow_private_targets": True, "retry_schedule_s": [0.2, 0.2, 0.2]},
+            webhooks={"endpoints": [hook], "allow_private_targets": True, "retry_initial_s": 0.2, "retry_max_s": 0.2},
         )
         with Stack(s, tmp_path) as stack:
             stack.start_brokers()

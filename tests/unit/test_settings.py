@@ -60,3 +60,10 @@ def test_settings_env_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
     again = Settings()
     assert again == s
+
+
+def test_old_webhook_retry_schedule_gets_a_clear_error() -> None:
+    with pytest.raises(pydantic.ValidationError, match="retry_max_s"):
+        Settings(webhooks={"retry_schedule_s": [5.0, 30.0, 600.0]})
+    with pytest.raises(pydantic.ValidationError):
+        Settings(webhooks={"retry_max_s": 0})
