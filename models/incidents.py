@@ -71,13 +71,14 @@ Sections within ``MIN_EVIDENCE_DIST_M`` of the stop line (signal queues) only se
 raises an incident when its best CUSUM reaches ``H_RAISE`` (or ``H_FAST`` when evidence independent of the
 loops agrees: a camera hint ``C_HINT`` or slow vehicles), **and** the evidence cannot be a dead loop (a loop
 reading exact zeros is a blocked lane, a lull or a dead loop). Not dead: the loop counted during the episode
-and has read at most ``ALIVE_MAX_ZERO_STEPS`` *informative* zeros in it (zeros while the other lanes
-counted: a dropout that ends does not vouch for the evidence its zeros built; a loop held the whole interval
-with nothing counted may be stuck on and is no sign of life), slow vehicles were seen passing, or flow is conserved (rule 5): ``F >= F_CORROBORATE``, or ``F`` plus the
-camera's stall evidence ``>= FC_CORROBORATE``, unless the latest readings favour a dead loop (a CUSUM,
-``DIED_SINCE``). Conservation only vouches for the run up to its latest reference reading, so the lane
-evidence it confirms is the one at that reading (a loop that dies after a lull reads zeros that no reference
-has checked yet). Until then an ``incident_suspected`` decision says a lane is empty:
+and has read at most ``ALIVE_MAX_ZERO_STEPS`` *informative* zeros in it (zeros while the other lanes counted:
+a dropout that ends does not vouch for the evidence its zeros built; a loop held the whole interval with
+nothing counted may be stuck on and is no sign of life), slow vehicles were seen passing, or flow is conserved
+(rule 5): ``F >= F_CORROBORATE``, or ``F`` plus the camera's stall evidence ``>= FC_CORROBORATE``, unless the
+latest readings favour a dead loop (a CUSUM, ``DIED_SINCE``). Conservation only vouches for the run up to its
+latest reference reading, so the lane evidence it confirms is the one at that reading (a loop that dies after
+a lull reads zeros that no reference has checked yet). Until then an ``incident_suspected`` decision says a
+lane is empty:
 
 5. **Conservation** (blocked lane vs dead loop): while a loop reads exact zeros, the other lanes' count at
    its section is compared with (a) the camera's entering count over its interval (every vehicle entering
@@ -99,9 +100,10 @@ delayed.
 Device health (own, O(1) per reading): ``silent`` after ``SILENT_INTERVALS`` intervals without a reading;
 ``stuck`` after ``STUCK_REPEATS`` identical readings with vehicles (untrusted from the first repeat), or
 ``STUCK_ON_REPEATS`` identical fully occupied ones (a standing vehicle until then); ``zero`` by rule 5, or
-after ``ZERO_LONG_STEPS`` exact-zero steps with ``ZERO_LONG_DUE_VEH`` of the lane's vehicles due and no
-confirmation as a blocked lane; ``implausible`` (more than one vehicle per second, speed far above the
-limit, vehicles with no occupancy). Missing or untrusted readings never count as zeros.
+after ``ZERO_LONG_STEPS`` exact-zero steps with ``ZERO_LONG_DUE_VEH`` of the lane's vehicles due (log P(zeros)
+<= -ZERO_LONG_DUE_VEH, the lane's learned share uncertain) and no confirmation as a blocked lane;
+``implausible`` (more than one vehicle per second, speed far above the limit, vehicles with no occupancy).
+Missing or untrusted readings never count as zeros.
 (``models.detector_health`` classifies per 60-s window from a ``SegmentModel``; this per-step rule set is
 self-contained so that a blocked lane, whose loops *disagree* exactly like a dead loop's, is told apart by
 rule 5: its ``disagrees`` rule flags the blocked lane's upstream loop in the harness's INC4.)
@@ -175,11 +177,14 @@ DIED_SINCE = 1.5
 #: Camera CUSUM (nats) reported as ``camera_stall`` (it also holds an incident open); not a dead-loop test
 #: on its own (a turn waiting at a clear position looks the same).
 C_CORROBORATE = 4.0
-#: Conservation LLR (nats, negative) and exact-zero steps that make a starved loop a ``zero`` device fault.
+#: Conservation LLR (nats, negative) and exact-zero steps that make a starved loop a ``zero`` device fault (its
+#: zeros must also be that improbable, log P <= -F_FAULT, under the lane's uncertain share: not a turn lane's lull).
 F_FAULT = 4.0
 ZERO_MIN_STEPS = 4
 #: A loop reading exact zeros for this many steps while this many of its lane's vehicles were due (share x
-#: other lanes' count, Poisson P(0) = e^-10) and never confirmed as a blocked lane is a ``zero`` fault.
+#: other lanes' count, Poisson P(0) = e^-10; as a bound on log P(0) in nats with the share's uncertainty, so that
+#: a share learned from a few vehicles does not make a long lull improbable) and never confirmed as a blocked
+#: lane is a ``zero`` fault.
 ZERO_LONG_STEPS = 30
 ZERO_LONG_DUE_VEH = 10.0
 #: Vehicles a lane's loop must have counted (forgetting included) for its own share to be trusted in the
@@ -948,11 +953,15 @@ def _step(
                 continue
             if ds["zr"] < ZERO_MIN_STEPS:
                 continue
-            starved = J["block"][i] >= 0.5 * H_RAISE or xn[i] < LANE_SEEN_VEH
-            lost = ds["F"] <= -F_FAULT and starved
+            # starved, or a loop that never counted (dead from the start); a rarely used lane (a turn lane) that
+            # has counted is not starved by its small learned share alone
+            starved = J["block"][i] >= 0.5 * H_RAISE or (xn[i] < LANE_SEEN_VEH and ds["nz"] is None)
+            # how improbable the run of zeros is for a working loop, the lane's learned share being uncertain
+            lp0 = _log_p_zero(xn[i] + share_prior, n_sum - xn[i] + share_prior * (n_idx - 1), float(ds["O"]))
+            lost = ds["F"] <= -F_FAULT and starved and lp0 <= -F_FAULT
             # never confirmed as a blocked lane although many vehicles were due: a stall is cleared sooner
             due = float(ds["O"]) * pr
-            stale = ds["zr"] >= ZERO_LONG_STEPS and due >= ZERO_LONG_DUE_VEH and ds["F"] < F_CORROBORATE
+            stale = ds["zr"] >= ZERO_LONG_STEPS and lp0 <= -ZERO_LONG_DUE_VEH and ds["F"] < F_CORROBORATE
             if (lost or stale) and ds["fault"] is None and str(i) not in state["open"]:
                 since = t - ds["zr"] * int(loops[det_i][2])
                 ev = {
@@ -960,6 +969,7 @@ def _step(
                     "conservation_llr": round(ds["F"], 2),
                     "other_lanes_veh": round(ds["O"], 1),
                     "lane_veh_due": round(due, 1),
+                    "log_p_zeros": round(lp0, 2),
                     "rule": "zero counts while the cross-section loses the lane's vehicles"
                     if lost
                     else "zero counts for long while the lane's vehicles were due",
@@ -1039,6 +1049,16 @@ def _both_lanes(cfg: Mapping[str, Any], name: str) -> list[str]:
     secs = cfg["sections"]
     ref = secs[name].get("ref")
     return [*secs[name]["lanes"].values(), *(secs[ref]["lanes"].values() if ref else ())]
+
+
+def _log_p_zero(a: float, b: float, others_veh: float) -> float:
+    """Log-probability (nats) that a lane counts no vehicle while the other lanes count ``others_veh``, its share
+    of the section's vehicles being uncertain: Beta(``a``, ``b``) from the learned counts (the lane's and the
+    others'). About ``-share x others_veh`` (Poisson) for a well-learned share; much closer to 0 for a lane whose
+    share rests on a few vehicles (a turn lane few drivers use)."""
+    if a <= 0.0 or b <= 0.0:
+        return 0.0
+    return lgamma(b + others_veh) + lgamma(a + b) - lgamma(b) - lgamma(a + b + others_veh)
 
 
 def _dead_share(xs: Mapping[str, Any], ref_n: list[float] | None, i: int, p: float) -> float:
