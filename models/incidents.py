@@ -177,8 +177,7 @@ DIED_SINCE = 1.5
 #: Camera CUSUM (nats) reported as ``camera_stall`` (it also holds an incident open); not a dead-loop test
 #: on its own (a turn waiting at a clear position looks the same).
 C_CORROBORATE = 4.0
-#: Conservation LLR (nats, negative) and exact-zero steps that make a starved loop a ``zero`` device fault (its
-#: zeros must also be that improbable, log P <= -F_FAULT, under the lane's uncertain share: not a turn lane's lull).
+#: Conservation LLR (nats, negative) and exact-zero steps that make a starved loop a ``zero`` device fault.
 F_FAULT = 4.0
 ZERO_MIN_STEPS = 4
 #: A loop reading exact zeros for this many steps while this many of its lane's vehicles were due (share x
@@ -956,9 +955,10 @@ def _step(
             # starved, or a loop that never counted (dead from the start); a rarely used lane (a turn lane) that
             # has counted is not starved by its small learned share alone
             starved = J["block"][i] >= 0.5 * H_RAISE or (xn[i] < LANE_SEEN_VEH and ds["nz"] is None)
-            # how improbable the run of zeros is for a working loop, the lane's learned share being uncertain
+            # how improbable the run of zeros is for a working loop, the lane's learned share being uncertain (a
+            # share learned from a few vehicles, a turn lane's, makes a long lull likely)
             lp0 = _log_p_zero(xn[i] + share_prior, n_sum - xn[i] + share_prior * (n_idx - 1), float(ds["O"]))
-            lost = ds["F"] <= -F_FAULT and starved and lp0 <= -F_FAULT
+            lost = ds["F"] <= -F_FAULT and starved
             # never confirmed as a blocked lane although many vehicles were due: a stall is cleared sooner
             due = float(ds["O"]) * pr
             stale = ds["zr"] >= ZERO_LONG_STEPS and lp0 <= -ZERO_LONG_DUE_VEH and ds["F"] < F_CORROBORATE
