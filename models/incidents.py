@@ -952,9 +952,7 @@ def _step(
                 continue
             if ds["zr"] < ZERO_MIN_STEPS:
                 continue
-            # starved, or a loop that never counted (dead from the start); a rarely used lane (a turn lane) that
-            # has counted is not starved by its small learned share alone
-            starved = J["block"][i] >= 0.5 * H_RAISE or (xn[i] < LANE_SEEN_VEH and ds["nz"] is None)
+            starved = J["block"][i] >= 0.5 * H_RAISE or xn[i] < LANE_SEEN_VEH
             # how improbable the run of zeros is for a working loop, the lane's learned share being uncertain (a
             # share learned from a few vehicles, a turn lane's, makes a long lull likely)
             lp0 = _log_p_zero(xn[i] + share_prior, n_sum - xn[i] + share_prior * (n_idx - 1), float(ds["O"]))
