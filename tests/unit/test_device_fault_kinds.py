@@ -121,7 +121,7 @@ def test_a_left_turn_lane_that_is_mostly_empty_is_neither_a_fault_nor_an_inciden
 
 
 def test_zeros_are_improbable_only_for_a_lane_whose_share_is_well_learned() -> None:
-    """The long-zero and lost-vehicles rules ask how improbable a run of zeros is with the lane's share uncertain
+    """The long-zero rule asks how improbable a run of zeros is with the lane's share uncertain
     (Beta from the learned counts): 171 vehicles in the other lanes make zeros improbable on a lane that carried
     40 % of 400 vehicles, not on a turn lane that carried 7 of them (Poisson with its point share: e^-2.8)."""
     busy = _log_p_zero(160.0, 240.0, 171.0)
