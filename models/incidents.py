@@ -668,6 +668,8 @@ def flush_segment(
     out: list[dict[str, Any]] = []
     if state["t"] is not None:
         _silence(cfg, state, now, out)
+    if state["susp"]:  # a loop gone silent, or time passing without readings, ends a suspicion too
+        _expire_suspicions(cfg, state, now, out)
     return out
 
 

@@ -24,7 +24,7 @@ from models.incidents import (
     update_segment,
 )
 from roadnet import load_trafficnet
-from tests.unit.test_incidents import ONSET, ONSET_STEP, SEG, _network, at, run, traffic
+from tests.unit.test_incidents import ONSET, ONSET_STEP, SEG, T0, _network, at, run, traffic
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,20 @@ def test_suspicions_are_identical_on_replay_and_survive_a_state_round_trip(confi
         out += update_segment(cfg, state, ev)
     pick = (SUSPECTED, SUSPICION_EXPIRED)
     assert [d for d in out if d["type"] in pick] == [d for d in ref if d["type"] in pick] != []
+
+
+def test_a_suspicion_ends_when_its_segment_falls_silent(configs: dict[str, dict[str, Any]]) -> None:
+    """No readings at all after the suspicion (a cabinet lost power): the idle flush reports the loops silent
+    and ends the suspicion, instead of leaving it on the console until data returns."""
+    events = list(traffic(45, reading=_zeros("loop_mid_1", ONSET_STEP + 1, 10**6)))
+    det = IncidentDetector(configs)
+    out: list[dict[str, Any]] = []
+    for ev in events:
+        if at(ev) > ONSET + 90:
+            break
+        out += det.process(ev)
+    (s,), () = _suspicions(out)
+    later = det.flush(float(T0 + ONSET + 300))
+    (x,) = [d for d in later if d["type"] == SUSPICION_EXPIRED]
+    assert x["incident_id"] == s["incident_id"] and x["reason"] == "device_fault"
+    assert {d["fault"] for d in later if d["type"] == FAULT} == {"silent"}
