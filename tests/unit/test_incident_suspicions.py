@@ -148,3 +148,26 @@ def test_a_suspicion_ends_when_its_segment_falls_silent(configs: dict[str, dict[
     (x,) = [d for d in later if d["type"] == SUSPICION_EXPIRED]
     assert x["incident_id"] == s["incident_id"] and x["reason"] == "device_fault"
     assert {d["fault"] for d in later if d["type"] == FAULT} == {"silent"}
+
+
+def test_a_suspicion_saved_by_the_previous_state_version_still_expires(configs: dict[str, dict[str, Any]]) -> None:
+    """Version 3 kept only the step time of a suspicion (and the stream layer named it ``{segment}~{lane}@{ts}``):
+    after the upgrade it expires under that name."""
+    cfg = configs[SEG]
+    state = new_segment_state(cfg)
+    out: list[dict[str, Any]] = []
+    events = iter(traffic(45, reading=_zeros("loop_mid_1", ONSET_STEP + 1, ONSET_STEP + 3)))
+    for ev in events:
+        out += update_segment(cfg, state, ev)
+        if _suspicions(out)[0]:
+            break
+    (s,) = _suspicions(out)[0]
+    state["susp"] = {"1": at(s) + T0}  # as version 3 saved it
+    state["v"] = 3
+    state.pop("sseq")
+    later: list[dict[str, Any]] = []
+    for ev in events:
+        later += update_segment(cfg, state, ev)
+    (x,) = [d for d in later if d["type"] == SUSPICION_EXPIRED]
+    assert x["incident_id"] == f"{SEG}~{SEG}_1@{s['ts']}" and x["lanes"] == [f"{SEG}_1"]
+    assert state["v"] == new_segment_state(cfg)["v"] and state["sseq"] == 0
