@@ -224,7 +224,8 @@ async function act(kind, id, action, note) {
 function renderIncidents() {
   const items = Object.values(state.incidents).filter((i) => i.state !== "resolved" || Date.now() - Date.parse(i.resolved_at || 0) < 3600e3);
   items.sort((a, b) => (a.state === "cleared") - (b.state === "cleared") || String(b.detected_at).localeCompare(String(a.detected_at)));
-  $("inc-count").textContent = items.filter((i) => !["cleared", "resolved"].includes(i.state)).length + " active";
+  const suspected = items.filter((i) => i.state === "suspected").length; // unconfirmed: listed until they expire
+  $("inc-count").textContent = items.filter((i) => !["cleared", "resolved", "suspected"].includes(i.state)).length + " active" + (suspected ? `, ${suspected} suspected` : "");
   $("incidents").innerHTML = items.map((i) => `
     <li class="sev-${esc(i.severity)}" data-incident="${esc(i.incident_id)}" data-state="${esc(i.state)}">
       <b>${esc(i.kind || "incident")}</b> on <a href="#" data-seg="${esc(i.segment_id)}">${esc(i.segment_id)}</a>
