@@ -32,9 +32,13 @@ Decisions
   ``update_seq`` numbers the segment's updates (stable across a replay of the same stream).
 - ``{"type": "incident_cleared", "incident_id", "segment_id", "lane", "lanes", "start_ts", "ts",
   "duration_s"}`` when the signature has disappeared (from its last lane).
-- ``{"type": "incident_suspected", "segment_id", "lane", "detector_id", "ts", "start_ts", "evidence"}``: a
-  lane reads exact zeros while its neighbours flow, and nothing yet tells a blocked lane from a dead loop
-  (for an operator to check on CCTV; not an alarm).
+- ``{"type": "incident_suspected", "incident_id" (``{segment}#s{n}``), "segment_id", "kind", "lane", "lanes",
+  "detector_id", "ts", "suspected_ts", "start_ts", "evidence"}``: a lane reads exact zeros while its neighbours
+  flow, and nothing yet tells a blocked lane from a dead loop (for an operator to check on CCTV; not an alarm).
+- ``{"type": "incident_suspicion_expired", ...the same fields..., "reason", "duration_s"}`` ends it, once:
+  ``confirmed`` (an incident was raised on the lane; ``confirmed_incident_id``), ``device_fault`` (its loop is
+  faulty), ``evidence_gone`` (below ``CLEAR_EVIDENCE``), ``lane_counts_again`` (the loop counted again and the
+  evidence is below ``H_FAST``) or ``unconfirmed`` (nothing settled it within ``SUSPICION_MAX_S``).
 - ``{"type": "device_fault", "segment_id", "detector_id", "lane", "fault", "ts", "since_ts", "evidence"}``
   with ``fault`` one of ``silent``, ``stuck``, ``zero``, ``implausible``; ``{"type": "device_restored", ...}``
   when the device reports plausibly again. A faulty device is excluded from every incident rule.
@@ -67,12 +71,14 @@ Sections within ``MIN_EVIDENCE_DIST_M`` of the stop line (signal queues) only se
 raises an incident when its best CUSUM reaches ``H_RAISE`` (or ``H_FAST`` when evidence independent of the
 loops agrees: a camera hint ``C_HINT`` or slow vehicles), **and** the evidence cannot be a dead loop (a loop
 reading exact zeros is a blocked lane, a lull or a dead loop). Not dead: the loop counted during the episode
-and has read at most ``ALIVE_MAX_ZERO_STEPS`` *informative* zeros since (zeros while the other lanes
-counted), slow vehicles were seen, or flow is conserved (rule 5): ``F >= F_CORROBORATE``, or ``F`` plus the
-camera's stall evidence ``>= FC_CORROBORATE``, unless the latest readings favour a dead loop (a CUSUM,
-``DIED_SINCE``). Conservation only vouches for the run up to its latest reference reading, so the lane
-evidence it confirms is the one at that reading (a loop that dies after a lull reads zeros that no reference
-has checked yet). Until then an ``incident_suspected`` decision says a lane is empty:
+and has read at most ``ALIVE_MAX_ZERO_STEPS`` *informative* zeros in it (zeros while the other lanes counted:
+a dropout that ends does not vouch for the evidence its zeros built; a loop held the whole interval with
+nothing counted may be stuck on and is no sign of life), slow vehicles were seen passing, or flow is conserved
+(rule 5): ``F >= F_CORROBORATE``, or ``F`` plus the camera's stall evidence ``>= FC_CORROBORATE``, unless the
+latest readings favour a dead loop (a CUSUM, ``DIED_SINCE``). Conservation only vouches for the run up to its
+latest reference reading, so the lane evidence it confirms is the one at that reading (a loop that dies after
+a lull reads zeros that no reference has checked yet). Until then an ``incident_suspected`` decision says a
+lane is empty:
 
 5. **Conservation** (blocked lane vs dead loop): while a loop reads exact zeros, the other lanes' count at
    its section is compared with (a) the camera's entering count over its interval (every vehicle entering
@@ -94,9 +100,10 @@ delayed.
 Device health (own, O(1) per reading): ``silent`` after ``SILENT_INTERVALS`` intervals without a reading;
 ``stuck`` after ``STUCK_REPEATS`` identical readings with vehicles (untrusted from the first repeat), or
 ``STUCK_ON_REPEATS`` identical fully occupied ones (a standing vehicle until then); ``zero`` by rule 5, or
-after ``ZERO_LONG_STEPS`` exact-zero steps with ``ZERO_LONG_DUE_VEH`` of the lane's vehicles due and no
-confirmation as a blocked lane; ``implausible`` (more than one vehicle per second, speed far above the
-limit, vehicles with no occupancy). Missing or untrusted readings never count as zeros.
+after ``ZERO_LONG_STEPS`` exact-zero steps with ``ZERO_LONG_DUE_VEH`` of the lane's vehicles due (log P(zeros)
+<= -ZERO_LONG_DUE_VEH, the lane's learned share uncertain) and no confirmation as a blocked lane;
+``implausible`` (more than one vehicle per second, speed far above the limit, vehicles with no occupancy).
+Missing or untrusted readings never count as zeros.
 (``models.detector_health`` classifies per 60-s window from a ``SegmentModel``; this per-step rule set is
 self-contained so that a blocked lane, whose loops *disagree* exactly like a dead loop's, is told apart by
 rule 5: its ``disagrees`` rule flags the blocked lane's upstream loop in the harness's INC4.)
@@ -174,7 +181,9 @@ C_CORROBORATE = 4.0
 F_FAULT = 4.0
 ZERO_MIN_STEPS = 4
 #: A loop reading exact zeros for this many steps while this many of its lane's vehicles were due (share x
-#: other lanes' count, Poisson P(0) = e^-10) and never confirmed as a blocked lane is a ``zero`` fault.
+#: other lanes' count, Poisson P(0) = e^-10; as a bound on log P(0) in nats with the share's uncertainty, so that
+#: a share learned from a few vehicles does not make a long lull improbable) and never confirmed as a blocked
+#: lane is a ``zero`` fault.
 ZERO_LONG_STEPS = 30
 ZERO_LONG_DUE_VEH = 10.0
 #: Vehicles a lane's loop must have counted (forgetting included) for its own share to be trusted in the
@@ -263,10 +272,15 @@ SAT_FLOW_VEH_H_LANE = 1800.0
 LANE_CHANGE_FRICTION_S = 2.0
 DELAY_HORIZON_S = 900.0
 
+#: A suspicion that neither its evidence, the loop's health nor a confirmation has settled within this long
+#: (s of stream time) expires; the lane is not suspected again until its evidence has gone.
+SUSPICION_MAX_S = 600.0
+
 #: Version of the state layout (older states are upgraded in place on their next event).
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 INCIDENT, CLEARED, SUSPECTED = "incident", "incident_cleared", "incident_suspected"
+SUSPICION_EXPIRED = "incident_suspicion_expired"
 UPDATED = "incident_updated"
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 FAULT, RESTORED = "device_fault", "device_restored"
@@ -469,6 +483,7 @@ def new_segment_state(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "open": {},
         "clear": {},
         "susp": {},
+        "sseq": 0,
         "flow": 0.0,
         "flow_now": 0.0,
         "seq": 0,
@@ -487,6 +502,15 @@ def _upgrade_state(cfg: Mapping[str, Any], state: dict[str, Any]) -> None:
     for ds in state["d"].values():
         for k, v in _new_det().items():
             ds.setdefault(k, v)
+    state.setdefault("sseq", 0)
+    susp = state.setdefault("susp", {})
+    for key, rec in list(susp.items()):
+        if not isinstance(rec, dict):  # version 3 kept the step time only: the id the stream layer gave it
+            i = int(key)
+            det = next((s["lanes"][key] for s in cfg["sections"].values() if key in s["lanes"]), None)
+            lane = cfg["lane_ids"][i]
+            sid = f"{cfg['segment_id']}~{lane}@{format_ts(int(rec))}"
+            susp[key] = {"id": sid, "t": int(rec), "start_s": int(rec), "det": det, "hyp": "block", "done": False}
     state["v"] = STATE_VERSION
 
 
@@ -557,6 +581,7 @@ def _new_det() -> dict[str, Any]:
         "rep": 0,
         "zr": 0,
         "zi": 0,
+        "ze": 0,
         "nz": None,
         "F": 0.0,
         "O": 0.0,
@@ -643,6 +668,8 @@ def flush_segment(
     out: list[dict[str, Any]] = []
     if state["t"] is not None:
         _silence(cfg, state, now, out)
+    if state["susp"]:  # a loop gone silent, or time passing without readings, ends a suspicion too
+        _expire_suspicions(cfg, state, now, out)
     return out
 
 
@@ -880,8 +907,18 @@ def _step(
                         if h == "slow":
                             sv[i] = 0
                     js[i] = new
-                if slow_reading and J["slow"][i] > 0.0:
+                # a loop held the whole interval with nothing counted is a standing vehicle or a stuck-on loop:
+                # not a slow vehicle seen passing (the slow CUSUM still takes the reading)
+                held = ci == 0 and float(usable[det_i][1]) >= STANDING_HELD_OCC
+                if slow_reading and J["slow"][i] > 0.0 and not held:
                     sv[i] += 1
+                # informative exact zeros of the lane's episode: evidence a dead loop explains as well, which a
+                # loop counting again afterwards does not vouch for (a dropout that ends)
+                ds_i = dstates[det_i]
+                if J["block"][i] <= 0.0 and J["partial"][i] <= 0.0 and J["slow"][i] <= 0.0:
+                    ds_i["ze"] = 0
+                elif det_i in zeros and N > ci:
+                    ds_i["ze"] = int(ds_i.get("ze") or 0) + 1
             # conservation over the loop's exact-zero run (blocked lane vs dead loop)
             ds = dstates[det_i]
             if det_i in zeros:
@@ -910,17 +947,21 @@ def _step(
                     if end or (end is None and w[2] >= win):
                         w[:] = [0.0, 0.0, 0]
             else:
-                ds["nz"] = t
+                if ci > 0 or float(usable[det_i][1]) < STANDING_HELD_OCC:
+                    ds["nz"] = t  # counted or occupied (a held loop may be stuck on: not a sign of life)
                 if ds["zr"]:
                     _zero_reset(ds)
                 continue
             if ds["zr"] < ZERO_MIN_STEPS:
                 continue
             starved = J["block"][i] >= 0.5 * H_RAISE or xn[i] < LANE_SEEN_VEH
+            # how improbable the run of zeros is for a working loop, the lane's learned share being uncertain (a
+            # share learned from a few vehicles, a turn lane's, makes a long lull likely)
+            lp0 = _log_p_zero(xn[i] + share_prior, n_sum - xn[i] + share_prior * (n_idx - 1), float(ds["O"]))
             lost = ds["F"] <= -F_FAULT and starved
             # never confirmed as a blocked lane although many vehicles were due: a stall is cleared sooner
             due = float(ds["O"]) * pr
-            stale = ds["zr"] >= ZERO_LONG_STEPS and due >= ZERO_LONG_DUE_VEH and ds["F"] < F_CORROBORATE
+            stale = ds["zr"] >= ZERO_LONG_STEPS and lp0 <= -ZERO_LONG_DUE_VEH and ds["F"] < F_CORROBORATE
             if (lost or stale) and ds["fault"] is None and str(i) not in state["open"]:
                 since = t - ds["zr"] * int(loops[det_i][2])
                 ev = {
@@ -928,6 +969,7 @@ def _step(
                     "conservation_llr": round(ds["F"], 2),
                     "other_lanes_veh": round(ds["O"], 1),
                     "lane_veh_due": round(due, 1),
+                    "log_p_zeros": round(lp0, 2),
                     "rule": "zero counts while the cross-section loses the lane's vehicles"
                     if lost
                     else "zero counts for long while the lane's vehicles were due",
@@ -1007,6 +1049,16 @@ def _both_lanes(cfg: Mapping[str, Any], name: str) -> list[str]:
     secs = cfg["sections"]
     ref = secs[name].get("ref")
     return [*secs[name]["lanes"].values(), *(secs[ref]["lanes"].values() if ref else ())]
+
+
+def _log_p_zero(a: float, b: float, others_veh: float) -> float:
+    """Log-probability (nats) that a lane counts no vehicle while the other lanes count ``others_veh``, its share
+    of the section's vehicles being uncertain: Beta(``a``, ``b``) from the learned counts (the lane's and the
+    others'). About ``-share x others_veh`` (Poisson) for a well-learned share; much closer to 0 for a lane whose
+    share rests on a few vehicles (a turn lane few drivers use)."""
+    if a <= 0.0 or b <= 0.0:
+        return 0.0
+    return lgamma(b + others_veh) + lgamma(a + b) - lgamma(b) - lgamma(a + b + others_veh)
 
 
 def _dead_share(xs: Mapping[str, Any], ref_n: list[float] | None, i: int, p: float) -> float:
@@ -1398,14 +1450,14 @@ def _decide(
     out: list[dict[str, Any]] = []
     C = float(state["C"])
     opened: dict[str, Any] = state["open"]
+    if state["susp"]:
+        _expire_suspicions(cfg, state, now, out)
     # nothing open or suspected and no lane evidence near H_FAST (the per-lane best is at most the segment's
     # best): every lane below would be skipped, so skip the loop (the common case)
     idle = not opened and not state["susp"] and _max_evidence(state) < H_FAST
     for i in range(0 if idle else int(cfg["lanes"])):
         key = str(i)
         e, where, hyp = _lane_evidence(cfg, state, i)
-        if e < CLEAR_EVIDENCE:
-            state["susp"].pop(key, None)
         if key in opened:
             if not camera_step:
                 inc = opened[key]
@@ -1426,8 +1478,9 @@ def _decide(
         z0 = xs["z0"][hyp][i]
         nz = ds.get("nz")
         step = int(cfg["loops"][det][2])
-        if nz is not None and z0 is not None and nz >= z0 + step and int(ds.get("zi") or 0) <= ALIVE_MAX_ZERO_STEPS:
-            corr.append("loop_alive")  # counted or occupied during the episode, and not reading zeros since
+        zeros_read = max(int(ds.get("zi") or 0), int(ds.get("ze") or 0))
+        if nz is not None and z0 is not None and nz >= z0 + step and zeros_read <= ALIVE_MAX_ZERO_STEPS:
+            corr.append("loop_alive")  # counted or occupied during the episode, and (almost) no exact zeros in it
         died = float(ds.get("Dd") or 0.0) >= DIED_SINCE  # recent readings say dead: older ones do not count
         if float(ds["F"]) >= F_CORROBORATE and not died:
             corr.append("flow_conserved")
@@ -1447,22 +1500,23 @@ def _decide(
         if not not_dead and REQUIRE_NOT_DEAD:
             # exact zeros only: a blocked lane or a dead loop; say so once, wait for conservation to decide
             if e >= H_RAISE and key not in state["susp"]:
-                state["susp"][key] = t
-                out.append(
-                    {
-                        "type": SUSPECTED,
-                        "segment_id": cfg["segment_id"],
-                        "lane": cfg["lane_ids"][i],
-                        "ts": format_ts(now),
-                        "start_ts": format_ts(int(xs["z0"][hyp][i] or t)),
-                        "detector_id": det,
-                        "evidence": {
-                            "reason": "lane empty while its neighbours flow: blocked lane or dead loop",
-                            "scores": {h: round(xs["J"][h][i], 2) for h in HYPOTHESES},
-                            "conservation": round(float(ds["F"]), 2),
-                        },
-                    }
-                )
+                state["sseq"] = int(state.get("sseq") or 0) + 1
+                rec = {
+                    "id": f"{cfg['segment_id']}#s{state['sseq']}",
+                    "t": now,
+                    "start_s": int(xs["z0"][hyp][i] or t),
+                    "det": det,
+                    "hyp": hyp,
+                    "done": False,
+                }
+                state["susp"][key] = rec
+                d = _suspicion_decision(cfg, SUSPECTED, rec, i, now)
+                d["evidence"] = {
+                    "reason": "lane empty while its neighbours flow: blocked lane or dead loop",
+                    "scores": {h: round(xs["J"][h][i], 2) for h in HYPOTHESES},
+                    "conservation": round(float(ds["F"]), 2),
+                }
+                out.append(d)
             continue
         if REQUIRE_NOT_DEAD and not any(c in not_dead for c in ("loop_alive", "slow_vehicles")):
             # conservation only covers the run up to its latest reference reading: a loop that died since then
@@ -1490,7 +1544,10 @@ def _decide(
             dets.append(cfg["camera"]["id"])
         scores = {h: round(xs["J"][h][i], 2) for h in HYPOTHESES}
         scores.update({"camera": round(C, 2), "conservation": round(float(ds["F"]), 2), "total": round(e, 2)})
-        out.append(_raise(cfg, state, [i], start, now, hyp, rules, corr, dets, scores, where, downstream))
+        raised = _raise(cfg, state, [i], start, now, hyp, rules, corr, dets, scores, where, downstream)
+        out.append(raised)
+        if key in state["susp"]:  # the suspicion is settled: it was an incident
+            out += _end_suspicion(cfg, state, key, now, "confirmed", str(raised["incident_id"]))
     C = float(state["C"])  # a lane incident that just cleared resets the camera evidence
     if "cam" not in opened and not opened and C >= H_CAMERA_ONLY and cfg.get("camera") is not None:
         c0 = int(state["c0"]) if state["c0"] is not None else t
@@ -1514,6 +1571,69 @@ def _decide(
     elif "cam" in opened and camera_step:
         _maybe_clear(cfg, state, "cam", 0.0, C, now, out)
     return out
+
+
+def _suspicion_decision(cfg: Mapping[str, Any], typ: str, rec: Mapping[str, Any], i: int, now: int) -> dict[str, Any]:
+    """The fields an ``incident_suspected`` and an ``incident_suspicion_expired`` decision share."""
+    lane = cfg["lane_ids"][i]
+    return {
+        "type": typ,
+        "incident_id": str(rec["id"]),
+        "segment_id": cfg["segment_id"],
+        "kind": "slowdown" if rec.get("hyp") == "slow" else "blocked lane",
+        "lane": lane,
+        "lanes": [lane],
+        "detector_id": rec.get("det"),
+        "start_ts": format_ts(int(rec["start_s"])),
+        "suspected_ts": format_ts(int(rec["t"])),
+        "ts": format_ts(now),
+    }
+
+
+def _end_suspicion(
+    cfg: Mapping[str, Any], state: dict[str, Any], key: str, now: int, reason: str, incident_id: str | None = None
+) -> list[dict[str, Any]]:
+    """End lane ``key``'s suspicion: one ``incident_suspicion_expired`` decision unless it already expired.
+
+    ``reason``: ``confirmed`` (an incident was raised on the lane: ``confirmed_incident_id``), ``device_fault``
+    (its loop is faulty), ``evidence_gone``, ``lane_counts_again`` or ``unconfirmed`` (``SUSPICION_MAX_S``).
+    An unconfirmed suspicion stays in the state, marked done, so that the lane is not suspected again until its
+    evidence has gone.
+    """
+    rec = state["susp"][key]
+    if reason == "unconfirmed":
+        rec["done"] = True
+    else:
+        del state["susp"][key]
+    if rec.get("done") and reason != "unconfirmed":
+        return []  # expired earlier; its evidence has gone now
+    d = _suspicion_decision(cfg, SUSPICION_EXPIRED, rec, int(key), now)
+    d["reason"] = reason
+    d["duration_s"] = int(now - int(rec["t"]))
+    if incident_id is not None:
+        d["confirmed_incident_id"] = incident_id
+    return [d]
+
+
+def _expire_suspicions(cfg: Mapping[str, Any], state: dict[str, Any], now: int, out: list[dict[str, Any]]) -> None:
+    """End the suspicions whose evidence went away: the loop is faulty, the lane's evidence is below
+    ``CLEAR_EVIDENCE``, the loop counted vehicles again and the evidence is below ``H_FAST``, or nothing settled
+    it within ``SUSPICION_MAX_S``."""
+    for key in sorted(state["susp"]):
+        rec = state["susp"][key]
+        e, _, _ = _lane_evidence(cfg, state, int(key))
+        ds = state["d"].get(str(rec.get("det"))) or {}
+        if ds.get("fault") is not None:
+            reason = "device_fault"
+        elif e < CLEAR_EVIDENCE:
+            reason = "evidence_gone"
+        elif ds.get("nz") is not None and int(ds["nz"]) > int(rec["t"]) and e < H_FAST:
+            reason = "lane_counts_again"
+        elif now - int(rec["t"]) >= SUSPICION_MAX_S and not rec.get("done"):
+            reason = "unconfirmed"
+        else:
+            continue
+        out += _end_suspicion(cfg, state, key, now, reason)
 
 
 def _raise(
@@ -1541,7 +1661,6 @@ def _raise(
     if section is not None and lanes:
         xs = state["x"][section]
         share = (xs["n"][lanes[0]] + 1.0) / (sum(xs["n"]) + len(xs["n"]))
-    state["susp"].pop(key, None)
     state["open"][key] = {
         "id": iid,
         "start_s": start,

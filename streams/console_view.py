@@ -99,6 +99,9 @@ class OutputView:
             data = dict(rec.get("data") or {})
             if typ.startswith("incident."):
                 iid = str(data.get("incident_id") or rec.get("subject"))
+                if typ == "incident.suspicion_expired":  # no longer supported by the model: not shown any more
+                    self.incidents.pop(iid, None)
+                    return "incident", {**data, "incident_id": iid, "state": "suspicion_expired"}
                 prev = self.incidents.get(iid, {})
                 inc = {**prev, **data, "incident_id": iid, "state": typ.split(".", 1)[1], "updated_at": rec.get("time")}
                 inc.setdefault("acknowledged_by", None)

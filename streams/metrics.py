@@ -151,7 +151,7 @@ class WorkerMetrics:
             ),
             incidents=Counter(
                 "citybrain_incidents",
-                "Incident lifecycle events, by stage (new, updated, cleared)",
+                "Incident lifecycle events, by stage (new, updated, cleared, suspected, suspicion_expired)",
                 ["stage"],
                 registry=registry,
             ),
@@ -177,7 +177,7 @@ class WorkerMetrics:
             m.windows.labels(c)
         for st in ("silent", "stuck", "zero", "implausible", "cleared"):
             m.device_faults.labels(st)
-        for stage in ("new", "updated", "cleared"):
+        for stage in ("new", "updated", "cleared", "suspected", "suspicion_expired"):
             m.incidents.labels(stage)
         return m
 

@@ -224,12 +224,13 @@ async function act(kind, id, action, note) {
 function renderIncidents() {
   const items = Object.values(state.incidents).filter((i) => i.state !== "resolved" || Date.now() - Date.parse(i.resolved_at || 0) < 3600e3);
   items.sort((a, b) => (a.state === "cleared") - (b.state === "cleared") || String(b.detected_at).localeCompare(String(a.detected_at)));
-  $("inc-count").textContent = items.filter((i) => !["cleared", "resolved"].includes(i.state)).length + " active";
+  const suspected = items.filter((i) => i.state === "suspected").length; // unconfirmed: listed until they expire
+  $("inc-count").textContent = items.filter((i) => !["cleared", "resolved", "suspected"].includes(i.state)).length + " active" + (suspected ? `, ${suspected} suspected` : "");
   $("incidents").innerHTML = items.map((i) => `
     <li class="sev-${esc(i.severity)}" data-incident="${esc(i.incident_id)}" data-state="${esc(i.state)}">
       <b>${esc(i.kind || "incident")}</b> on <a href="#" data-seg="${esc(i.segment_id)}">${esc(i.segment_id)}</a>
-      ${i.lanes ? "lane " + esc([].concat(i.lanes).join(", ")) : ""} — ${esc(i.severity || "")}
-      <div class="meta">${esc(i.state)} · detected ${esc(age(i.detected_at))} ago${i.estimated_delay_veh_h != null ? " · delay " + Number(i.estimated_delay_veh_h).toFixed(1) + " veh·h" : ""}
+      ${i.lanes ? "lane " + esc([].concat(i.lanes).join(", ")) : ""} — ${esc(i.state === "suspected" ? "unconfirmed: blocked lane or faulty loop, check CCTV" : i.severity || "")}
+      <div class="meta">${esc(i.state)}${i.estimated_start ? " · since " + esc(String(i.estimated_start).slice(11, 16)) + " UTC" : ""} · detected ${esc(age(i.detected_at))} ago${i.estimated_delay_veh_h != null ? " · delay " + Number(i.estimated_delay_veh_h).toFixed(1) + " veh·h" : ""}
       ${i.acknowledged_by ? `<br>acknowledged by <span class="ack-by">${esc(i.acknowledged_by)}</span>${i.ack_note ? ": " + esc(i.ack_note) : ""}` : ""}
       ${i.resolved_by ? `<br>resolved by ${esc(i.resolved_by)}${i.resolve_note ? ": " + esc(i.resolve_note) : ""}` : ""}</div>
       ${i.state !== "resolved" ? `<input class="note" placeholder="note for the log" size="18"> ${i.acknowledged_by ? "" : `<button data-act="acknowledge">acknowledge</button>`} <button data-act="resolve">resolve</button>` : ""}
@@ -308,7 +309,11 @@ document.addEventListener("click", (e) => {
 // ---- live -------------------------------------------------------------------------------------------
 function applyEvent(kind, rec) {
   if (kind === "segment") paintSegment(rec);
-  else if (kind === "incident") { state.incidents[rec.incident_id] = rec; renderIncidents(); }
+  else if (kind === "incident") {
+    if (rec.state === "suspicion_expired") delete state.incidents[rec.incident_id]; // no longer supported by the model
+    else state.incidents[rec.incident_id] = rec;
+    renderIncidents();
+  }
   else if (kind === "recommendation") { state.recs[rec.tls_id || rec.recommendation_id] = rec; renderRecs(); }
   else if (kind === "device_fault") { state.faults[rec.detector_id] = rec; renderHealth(); }
   else if (kind === "summary") { state.summaries.push(rec); state.summaries = state.summaries.slice(-240); renderSummary(); }

@@ -95,6 +95,14 @@ _PARTITIONER = DefaultPartitioner()
 
 
 DEFAULT_SEGMENT = {"length_m": 300.0, "lanes": 1, "speed_limit_kmh": 50.0}
+#: Incident-model decision type -> lifecycle stage (alert ``incident.{stage}``).
+_STAGES = {
+    "incident": "new",
+    "incident_updated": "updated",
+    "incident_cleared": "cleared",
+    "incident_suspected": "suspected",
+    "incident_suspicion_expired": "suspicion_expired",
+}
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
 RESCAN_EVERY_S = 10.0
@@ -113,23 +121,33 @@ def lifecycle_alerts(
     ``state`` is the segment's table entry: ``state["incs"]`` keeps each open incident's full record, so an
     ``updated`` or ``cleared`` alert (and the compacted ``incidents`` topic it feeds) carries every field, not
     only what changed. ``locate(segment_id)`` gives the location fields (``x_m``/``y_m``, ``lon``/``lat``).
-    Event ids: ``{incident_id}:new|suspected|cleared`` and ``{incident_id}:updated:{n}`` with the model's update
-    number, so a batch processed again after a crash produces the same ids (receivers deduplicate).
+    Event ids: ``{incident_id}:new|suspected|suspicion_expired|cleared`` and ``{incident_id}:updated:{n}`` with
+    the model's update number, so a batch processed again after a crash produces the same ids (receivers
+    deduplicate). A suspicion (``{segment}#s{n}``) carries kind, lanes, start and detection time, and its
+    ``suspicion_expired`` alert (reason: confirmed, device_fault, evidence_gone, …) removes it from the console.
     """
     out: list[Alert] = []
     known = state.setdefault("incs", {})
     for d in decisions:
         typ = d["type"]
-        if typ in ("incident", "incident_updated", "incident_cleared", "incident_suspected"):
+        if typ in _STAGES:
             iid = str(d.get("incident_id") or f"{d['segment_id']}~{d.get('lane')}@{d['ts']}")
             inc = {**known.get(iid, {}), **{k: v for k, v in d.items() if k != "type"}}
-            stage = {
-                "incident": "new",
-                "incident_updated": "updated",
-                "incident_cleared": "cleared",
-                "incident_suspected": "suspected",
-            }[typ]
-            if stage == "new":
+            stage = _STAGES[typ]
+            if stage in ("suspected", "suspicion_expired"):
+                kind = str(d.get("kind") or "blocked lane")
+                inc |= {
+                    "incident_id": iid,
+                    "kind": kind,
+                    "estimated_start": d.get("start_ts"),
+                    "detected_at": d.get("suspected_ts") or d.get("ts"),
+                    "summary": f"suspected {kind} on {d['segment_id']} (or a faulty loop: check on CCTV)",
+                    **locate(str(d["segment_id"])),
+                }
+                if stage == "suspicion_expired":
+                    inc["expired_at"] = d.get("ts")
+                metrics.incidents.labels(stage).inc()
+            elif stage == "new":
                 hyp = (d.get("evidence") or {}).get("hypothesis")
                 inc |= {
                     "incident_id": iid,
@@ -152,7 +170,7 @@ def lifecycle_alerts(
             if stage in ("new", "updated"):
                 # the full record (not what changes per alert), so later alerts of the incident carry every field
                 known[iid] = {k: v for k, v in inc.items() if k not in ("state", "ts", "changes", "update_seq")}
-            else:  # cleared; a suspicion's id is its own (nothing refers to it later): not kept
+            else:  # cleared; a suspicion carries its record in every alert of it: not kept
                 known.pop(iid, None)
             # updates are numbered by the model (stable when a batch is processed again): distinct ids
             eid = f"{iid}:updated:{d.get('update_seq')}" if stage == "updated" else f"{iid}:{stage}"

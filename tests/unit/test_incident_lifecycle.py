@@ -101,3 +101,44 @@ def test_a_suspicion_is_an_alert_but_is_not_kept() -> None:
     (alert,) = lifecycle_alerts([SUSPECTED], state, locate, metrics)
     assert alert.type == "incident.suspected" and alert.event_id.endswith(":suspected")
     assert state["incs"] == {}  # its id is its own: keeping it would grow the table entry for ever
+
+
+SUSPECTED_V4 = {
+    "type": "incident_suspected",
+    "incident_id": "B2C2#s1",
+    "segment_id": "B2C2",
+    "kind": "blocked lane",
+    "lane": "B2C2_0",
+    "lanes": ["B2C2_0"],
+    "detector_id": "loop_mid_B2C2_0",
+    "ts": "2025-01-06T07:30:00Z",
+    "suspected_ts": "2025-01-06T07:30:00Z",
+    "start_ts": "2025-01-06T07:29:00Z",
+    "evidence": {"reason": "lane empty while its neighbours flow: blocked lane or dead loop", "scores": {}},
+}
+EXPIRED = {
+    **{k: v for k, v in SUSPECTED_V4.items() if k != "evidence"},
+    "type": "incident_suspicion_expired",
+    "ts": "2025-01-06T07:33:00Z",
+    "reason": "lane_counts_again",
+    "duration_s": 180,
+}
+
+
+def test_a_suspicion_says_what_and_since_when_and_its_expiry_has_a_stable_id() -> None:
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    state: dict[str, Any] = {}
+    sus, exp = (a for d in (SUSPECTED_V4, EXPIRED) for a in lifecycle_alerts([d], state, locate, metrics))
+    assert (sus.type, sus.event_id, sus.subject) == ("incident.suspected", "B2C2#s1:suspected", "B2C2#s1")
+    assert (exp.type, exp.event_id) == ("incident.suspicion_expired", "B2C2#s1:suspicion_expired")
+    assert exp.subject == "B2C2#s1"
+    for a in (sus, exp):  # what the console shows: kind, lanes, start, detection time, where
+        assert a.data["kind"] == "blocked lane" and a.data["lanes"] == ["B2C2_0"] and a.data["x_m"] == 450.0
+        assert a.data["estimated_start"] == "2025-01-06T07:29:00Z" and a.data["detected_at"] == "2025-01-06T07:30:00Z"
+        assert "suspected" in a.data["summary"]
+    assert sus.data["state"] == "suspected" and exp.data["state"] == "suspicion_expired"
+    assert exp.data["reason"] == "lane_counts_again" and exp.data["expired_at"] == "2025-01-06T07:33:00Z"
+    assert state["incs"] == {}
+    assert [metrics.incidents.labels(s)._value.get() for s in ("suspected", "suspicion_expired")] == [1, 1]
+    again = lifecycle_alerts([SUSPECTED_V4, EXPIRED], {}, locate, metrics)  # a batch processed again
+    assert [(a.event_id, a.data) for a in again] == [(sus.event_id, sus.data), (exp.event_id, exp.data)]

@@ -158,13 +158,15 @@ def traffic(
     drop: Callable[[int, str], bool] | None = None,
     reading: Callable[[int, str, dict[str, Any]], dict[str, Any]] | None = None,
     lanes: int = 2,
+    rates: tuple[float, ...] = (3.0, 2.0, 2.5),
 ) -> Iterator[dict[str, Any]]:
-    """Time-ordered events; hooks let a scenario change counts, speeds, the queue, or the devices."""
+    """Time-ordered events; hooks let a scenario change counts, speeds, the queue, or the devices; ``rates``:
+    mean mid-link vehicles per step and lane."""
     rng = random.Random(seed)
     prev = [0] * lanes
     for k in range(1, int(minutes * 60 / STEP) + 1):
         ts = T0 + k * STEP
-        counts = [_poisson(rng, lam) for lam in (3.0, 2.0, 2.5)[:lanes]]
+        counts = [_poisson(rng, lam) for lam in rates[:lanes]]
         if mid is not None:
             counts = [mid(k, i, counts[i]) for i in range(lanes)]
         for i in range(lanes):
