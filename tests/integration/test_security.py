@@ -96,3 +96,13 @@ def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
         [sys.executable, "-m", "ops", "--config", str(cfg), "config", "show"], capture_output=True, text=True
     )
     assert out.returncode == 2 and "mqtt.port" in out.stderr.replace("\n", " ")
+
+
+def test_open_api_refuses_a_non_loopback_address() -> None:
+    """Without ``auth.users`` anyone who reaches the port could act as an operator: the worker refuses to listen
+    on anything but loopback, and says how to turn auth on."""
+    env = {**os.environ, "CITYBRAIN_WEB_HOST": "0.0.0.0", "CITYBRAIN_KAFKA__BROKERS": "kafka://127.0.0.1:1"}
+    env.pop("CITYBRAIN_AUTH__USERS", None)
+    out = subprocess.run([sys.executable, "-m", "ops", "worker"], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "0.0.0.0" in out.stderr and "auth.users" in out.stderr
