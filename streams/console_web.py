@@ -377,7 +377,7 @@ def _action(summary: str, target: str) -> dict[str, Any]:
             }
         ],
         "requestBody": {
-            "required": False,
+            "required": True,
             "content": {
                 "application/json": {
                     "schema": {
