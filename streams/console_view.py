@@ -246,13 +246,13 @@ class OutputView:
                     parts.append(TopicPartition(topic, p))
             consumer.assign(parts)
             since_ms = int((time.time() - self.history_s) * 1000)
+            # the ends first: a record produced while we look (an operator action, an alert) is read, not skipped
+            # by a later seek-to-end
+            ends = await consumer.end_offsets(parts)
             offsets = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
             for tp in parts:
                 found = offsets.get(tp)
-                if found is not None:
-                    consumer.seek(tp, found.offset)
-                else:
-                    await consumer.seek_to_end(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
             self.ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)
