@@ -226,7 +226,7 @@ def demo(
             + (
                 ""
                 if eff.auth.users
-                else "  no authentication   : loopback only, actions recorded as 'unauthenticated' (README: Security)\n"
+                else "  no authentication   : loopback only, actions by 'unauthenticated' (docs/api-security.md)\n"
             )
             + f"  bridge metrics      : http://127.0.0.1:{b.web_port}/metrics\n"  # type: ignore[attr-defined]
             f"  Kafka {eff.kafka.brokers}   MQTT {eff.mqtt.host}:{eff.mqtt.port}   logs: {log_dir}/\n"
