@@ -50,7 +50,7 @@ test-faults: $(STAMP)
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { echo "mosquitto missing: apt-get install -y mosquitto"; exit 2; }
 	rm -f artifacts/fault-results.jsonl
 	CITYBRAIN_FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/fuzz -q
-	CITYBRAIN_TEST_ENGINE=kafka $(PY) -m pytest tests/faults -q -ra
+	CITYBRAIN_TEST_ENGINE=kafka CITYBRAIN_API_FUZZ_EXAMPLES=1000 $(PY) -m pytest tests/faults -q -ra
 	$(PY) -m bench.fault_table
 
 test-e2e: $(STAMP)

@@ -28,10 +28,11 @@ def main() -> int:
     for r in rows:
         latest[(r["fault"], r["engine"])] = r
     cols = ["fault", "engine", "survived", "events / payloads", "lost", "duplicate outputs"]
-    print("| " + " | ".join([*cols, "redelivered (deduplicated)", "recovery", "what the operator sees"]) + " |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    extra = ["redelivered (deduplicated)", "failures", "recovery", "what the operator sees"]
+    print("| " + " | ".join([*cols, *extra]) + " |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (fault, engine), r in sorted(latest.items()):
-        n = r.get("events", r.get("payloads", "–"))
+        n = r.get("events", r.get("payloads", r.get("requests", "–")))
         rec = f"{r['recovery_s']} s" if "recovery_s" in r else "–"
         brokers = "–" if "payloads" in r else ENGINES.get(engine, engine)  # fuzzing needs no broker
         survived = "yes" if r.get("passed") else "NO"
@@ -39,7 +40,8 @@ def main() -> int:
             survived = f"known failure ({r['xfail']})"
         print(
             f"| {fault} | {brokers} | {survived} | {n} | {r.get('lost', '–')} | "
-            f"{r.get('duplicate_outputs', '–')} | {r.get('redelivered_readings', '–')} | {rec} | "
+            f"{r.get('duplicate_outputs', '–')} | {r.get('redelivered_readings', '–')} | {r.get('failures', '–')} | "
+            f"{rec} | "
             f"{r.get('operator_sees', '–')} |"
         )
     return 0

@@ -77,6 +77,7 @@ def worker() -> None:
             err=True,
         )
         raise typer.Exit(2)
+    _check_open_api(s)
     (s.data_dir / s.app_id).mkdir(parents=True, exist_ok=True)
     graph = load_network(s.network)
     # Faust only declares its internal topics; the source and output topics must exist (with the configured
@@ -90,6 +91,37 @@ def worker() -> None:
         redirect_stdouts=False,
     )
     w.execute_from_commandline()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_open_api(s: Settings) -> None:
+    """Without ``auth.users`` the API is open: refuse any address but loopback, and say so at start."""
+    if s.auth.users:
+        typer.echo(f"citybrain worker: API and console with token auth ({len(s.auth.users)} users)", err=True)
+        return
+    if not _is_loopback(s.web_host):
+        typer.echo(
+            f"citybrain worker: refusing to serve the API without authentication on {s.web_host}: anyone who "
+            "reaches that address could act as an operator. Set auth.users (CITYBRAIN_AUTH__USERS) or keep "
+            "web_host on loopback (127.0.0.1).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.echo(
+        f"citybrain worker: API and console without authentication, on {s.web_host} (loopback) only; "
+        "operator actions are recorded as 'unauthenticated'. Set auth.users to require tokens.",
+        err=True,
+    )
 
 
 @app.command()
@@ -199,7 +231,12 @@ def demo(
             f"  console             : {url}/   (first windows close after ~{90 / speed + 2:.0f} s)\n"
             f"  live segment states : {url}/api/snapshot   (API: {url}/api/openapi.json)\n"
             f"  worker metrics      : {url}/metrics   health: {url}/health\n"
-            f"  bridge metrics      : http://127.0.0.1:{b.web_port}/metrics\n"  # type: ignore[attr-defined]
+            + (
+                ""
+                if eff.auth.users
+                else "  no authentication   : loopback only, actions by 'unauthenticated' (docs/api-security.md)\n"
+            )
+            + f"  bridge metrics      : http://127.0.0.1:{b.web_port}/metrics\n"  # type: ignore[attr-defined]
             f"  Kafka {eff.kafka.brokers}   MQTT {eff.mqtt.host}:{eff.mqtt.port}   logs: {log_dir}/\n"
             f"  tail the stream     : CITYBRAIN_KAFKA__BROKERS={eff.kafka.brokers} .venv/bin/citybrain tail\n"
             "Ctrl-C stops everything.",

@@ -7,7 +7,8 @@ to Server-Sent-Event subscribers.
 
 Operator actions (acknowledge / resolve an incident, accept / reject a recommendation) are records on
 ``operator-actions`` keyed by what they act on, carrying the operator's name, note and time: the topic is the
-audit log, and replaying it rebuilds the acknowledgements after a restart.
+audit log, and replaying it rebuilds the acknowledgements after a restart. The view keeps every action of an
+incident or recommendation in order (``actions``); the first acknowledgement stays ``acknowledged_by``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from streams.topics import bootstrap_of, kafka_client_kwargs
 log = logging.getLogger(__name__)
 SUBSCRIBER_QUEUE = 2000
 MAX_WINDOWS = 15
+MAX_PENDING_TARGETS = 1000
 
 
 class OutputView:
@@ -49,6 +51,8 @@ class OutputView:
         self.device_faults: dict[str, dict[str, Any]] = {}
         self.recommendations: dict[str, dict[str, Any]] = {}
         self.actions: list[dict[str, Any]] = []
+        # operator actions on an incident / recommendation not in the view yet: (target, id) → actions, in order
+        self.pending_actions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.summaries: deque[dict[str, Any]] = deque(maxlen=240)
         # recent windows: window end → segment → state, and when each window last changed (monotonic s)
         self.windows: dict[str, dict[str, dict[str, Any]]] = {}
@@ -86,13 +90,14 @@ class OutputView:
         if kind == "recommendation":
             rid = rec.get("tls_id") or rec.get("recommendation_id")
             prev = self.recommendations.get(str(rid), {})
+            same = prev.get("recommendation_id") == rec.get("recommendation_id")
             rec = {
                 **rec,
-                "decision": prev.get("decision")
-                if prev.get("recommendation_id") == rec.get("recommendation_id")
-                else None,
+                "decision": prev.get("decision") if same else None,
+                "actions": prev.get("actions", []) if same else [],
             }
             self.recommendations[str(rid)] = rec
+            self._take_pending("recommendation", str(rec.get("recommendation_id")), rec)
             return "recommendation", rec
         if kind == "alert":
             typ = str(rec.get("type", ""))
@@ -106,6 +111,7 @@ class OutputView:
                 inc = {**prev, **data, "incident_id": iid, "state": typ.split(".", 1)[1], "updated_at": rec.get("time")}
                 inc.setdefault("acknowledged_by", None)
                 self.incidents[iid] = inc
+                self._take_pending("incident", iid, inc)
                 return "incident", inc
             if typ.startswith("device_fault."):
                 did = str(data.get("detector_id") or rec.get("subject"))
@@ -114,31 +120,75 @@ class OutputView:
                 return "device_fault", fault
             return None
         if kind == "action":
-            self.actions.append(rec)
-            target = str(rec.get("target_id"))
-            if rec.get("target") == "incident":
-                inc = self.incidents.setdefault(target, {"incident_id": target, "state": "unknown"})
-                if rec.get("action") == "acknowledge":
-                    inc["acknowledged_by"] = rec.get("operator")
-                    inc["acknowledged_at"] = rec.get("at")
-                    inc["ack_note"] = rec.get("note")
-                elif rec.get("action") == "resolve":
-                    inc["resolved_by"] = rec.get("operator")
-                    inc["resolved_at"] = rec.get("at")
-                    inc["resolve_note"] = rec.get("note")
-                    inc["state"] = "resolved"
-                return "incident", inc
-            if rec.get("target") == "recommendation":
-                for r in self.recommendations.values():
-                    if r.get("recommendation_id") == target:
-                        r["decision"] = {
-                            "action": rec.get("action"),
-                            "operator": rec.get("operator"),
-                            "at": rec.get("at"),
-                        }
-                        return "recommendation", r
-            return None
+            return self._apply_action(rec)
         return None
+
+    # -- operator actions ---------------------------------------------------------------------------------------
+    def knows(self, target: str, target_id: str) -> bool:
+        """Whether an incident / recommendation with this id is in the view (what an operator can act on)."""
+        if target == "incident":
+            return target_id in self.incidents
+        return any(r.get("recommendation_id") == target_id for r in self.recommendations.values())
+
+    def _apply_action(self, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """Append an operator action to its incident's / recommendation's history (never overwrite).
+
+        An action on something not (yet) in the view waits in ``pending_actions`` until it appears: replaying
+        the topics can bring an action before the alert it answers; nothing phantom is shown meanwhile.
+        """
+        self.actions.append(rec)
+        target, target_id = rec.get("target"), str(rec.get("target_id"))
+        if target == "incident" and target_id in self.incidents:
+            return "incident", self._incident_action(self.incidents[target_id], rec)
+        if target == "recommendation":
+            for r in self.recommendations.values():
+                if r.get("recommendation_id") == target_id:
+                    return "recommendation", self._recommendation_action(r, rec)
+        if target in ("incident", "recommendation"):
+            self.pending_actions.setdefault((str(target), target_id), []).append(rec)
+            while len(self.pending_actions) > MAX_PENDING_TARGETS:
+                self.pending_actions.pop(next(iter(self.pending_actions)))
+        return None
+
+    @staticmethod
+    def _history_entry(item: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any] | None:
+        """The action as kept in ``item["actions"]``, or None when that action id is already there (a replay)."""
+        history = item.setdefault("actions", [])
+        action_id = rec.get("action_id")
+        if action_id is not None and any(a.get("action_id") == action_id for a in history):
+            return None
+        entry = {k: rec.get(k) for k in ("action_id", "action", "operator", "claimed_operator", "note", "at")}
+        history.append(entry)
+        return entry
+
+    def _incident_action(self, inc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+        entry = self._history_entry(inc, rec)
+        if entry is None:
+            return inc
+        if entry["action"] == "acknowledge" and inc.get("acknowledged_by") is None:  # the first one took it
+            inc["acknowledged_by"] = entry["operator"]
+            inc["acknowledged_at"] = entry["at"]
+            inc["ack_note"] = entry["note"]
+        elif entry["action"] == "resolve":
+            inc["resolved_by"] = entry["operator"]
+            inc["resolved_at"] = entry["at"]
+            inc["resolve_note"] = entry["note"]
+            inc["state"] = "resolved"
+        return inc
+
+    def _recommendation_action(self, r: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+        entry = self._history_entry(r, rec)
+        if entry is not None:
+            r["decision"] = {"action": entry["action"], "operator": entry["operator"], "at": entry["at"]}
+        return r
+
+    def _take_pending(self, target: str, target_id: str, item: dict[str, Any]) -> None:
+        """Apply the actions that arrived before ``item`` itself."""
+        for rec in self.pending_actions.pop((target, target_id), []):
+            if target == "incident":
+                self._incident_action(item, rec)
+            else:
+                self._recommendation_action(item, rec)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -199,13 +249,13 @@ class OutputView:
                     parts.append(TopicPartition(topic, p))
             consumer.assign(parts)
             since_ms = int((time.time() - self.history_s) * 1000)
+            # the ends first: a record produced while we look (an operator action, an alert) is read, not skipped
+            # by a later seek-to-end
+            ends = await consumer.end_offsets(parts)
             offsets = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
             for tp in parts:
                 found = offsets.get(tp)
-                if found is not None:
-                    consumer.seek(tp, found.offset)
-                else:
-                    await consumer.seek_to_end(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
             self.ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)

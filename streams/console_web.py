@@ -13,7 +13,12 @@ Routes (JSON unless said; the OpenAPI document is at ``/api/openapi.json``):
 
 Authentication: with ``auth.users`` configured, every ``/api`` route needs ``Authorization: Bearer <token>``
 (or ``?token=`` for EventSource, which cannot set headers); viewers read, operators also act. The operator
-name recorded with an action is the authenticated user's (or the body's ``operator`` when auth is off).
+name recorded with an action is the authenticated user's; without auth it is ``unauthenticated`` and the body's
+``operator`` is kept only as ``claimed_operator``.
+
+Writes must be JSON from the console's own origin in every mode (:func:`streams.api_input.check_write_origin`:
+415 / 403 otherwise), ids, bodies and query parameters are checked (400 with a reason, 404 for ids the console
+view has not seen), and every error on ``/api`` is a JSON ``{"error": reason}``.
 
 The console page carries a Content-Security-Policy allowing only its own origin, plus the tile server's origin in
 ``img-src`` when a base-map tile URL is configured: without one the console makes no external request at all.
@@ -22,9 +27,9 @@ The console page carries a Content-Security-Policy allowing only its own origin,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hmac
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,11 +45,28 @@ from models.greenwave import plan_green_wave
 from models.indicators import current_travel_times_s, route_travel_time
 from ops.settings import ConsoleSettings
 from roadnet.geojson import graph_projection
+from streams.api_input import (
+    DEPART_MAX_S,
+    DEPART_MIN_S,
+    MAX_BODY_BYTES,
+    MAX_ID_CHARS,
+    MAX_NODE_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_OPERATOR_CHARS,
+    ApiError,
+    check_id,
+    check_write_origin,
+    parse_action_body,
+    parse_depart,
+    parse_node,
+)
 from streams.console_view import OutputView
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
 
+log = logging.getLogger(__name__)
+UNAUTHENTICATED = "unauthenticated"
 ASSETS = Path(__file__).resolve().parents[1] / "ops" / "console"
 ACTIONS = {
     "incidents": ("incident", {"acknowledge", "resolve"}),
@@ -116,10 +138,10 @@ def network_payload(pipe: Pipeline) -> dict[str, Any]:
 
 
 def _user(pipe: Pipeline, request: web.Request) -> tuple[str, str] | None:
-    """(name, role) of the caller, or None when not authenticated. Auth off → ('anonymous', 'operator')."""
+    """(name, role) of the caller, or None when not authenticated. Auth off → ('unauthenticated', 'operator')."""
     users = pipe.settings.auth.users
     if not users:
-        return ("anonymous", "operator")
+        return (UNAUTHENTICATED, "operator")
     header = request.headers.get("Authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else request.query.get("token", "")
     if not token:
@@ -144,6 +166,40 @@ def register(pipe: Pipeline) -> OutputView:
         await view.run()
 
     @web.middleware
+    async def errors_mw(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every refusal on ``/api`` as JSON ``{"error": reason}``; unexpected errors logged once, answered 500."""
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response({"error": exc.reason}, status=exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+            return web.json_response({"error": exc.reason or str(exc)}, status=exc.status, headers=headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("API request %s %s failed", request.method, request.path[:200])
+            return web.json_response({"error": "internal error (logged on the worker)"}, status=500)
+
+    @web.middleware
+    async def same_origin_mw(request: web.Request, handler: Any) -> web.StreamResponse:
+        """State-changing requests only as JSON from the console's own origin (CSRF), with or without auth."""
+        if request.path.startswith("/api/") and request.method not in ("GET", "HEAD", "OPTIONS"):
+            proto = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+            check_write_origin(
+                request.headers.get("Content-Type"),
+                request.headers.get("Origin"),
+                request.headers.get("Sec-Fetch-Site"),
+                request.host,
+                {request.scheme, proto} - {""},
+            )
+        return await handler(request)
+
+    @web.middleware
     async def auth_mw(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path.startswith("/api/") and request.path != "/api/openapi.json":
             who = _user(pipe, request)
@@ -154,7 +210,7 @@ def register(pipe: Pipeline) -> OutputView:
             request["user"] = who
         return await handler(request)
 
-    web_app.middlewares.append(auth_mw)
+    web_app.middlewares.extend([errors_mw, same_origin_mw, auth_mw])
 
     async def index(_: web.Request) -> web.Response:
         raise web.HTTPFound("/console/")
@@ -200,33 +256,31 @@ def register(pipe: Pipeline) -> OutputView:
         target, allowed = ACTIONS[kind]
         action = request.match_info["action"]
         if action not in allowed:
-            return web.json_response({"error": f"unknown action {action!r}; one of {sorted(allowed)}"}, status=404)
+            raise ApiError(404, f"unknown action {action[:40]!r}; one of {sorted(allowed)}")
+        target_id = request.match_info["id"]
+        check_id(target, target_id)
         name, role = request["user"]
         if role != "operator":
-            return web.json_response({"error": "operators only"}, status=403)
-        body: dict[str, Any] = {}
-        if request.can_read_body:
-            with contextlib.suppress(ValueError):
-                body = await request.json()
-        if not isinstance(body, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        operator = name if pipe.settings.auth.users else str(body.get("operator") or "anonymous")[:64]
+            raise ApiError(403, "operators only")
+        body = parse_action_body(await request.read())
+        if not view.knows(target, target_id):
+            raise ApiError(404, f"no {target} {target_id!r} in the console view (ids come from /api/snapshot)")
         rec = {
             "action_id": str(uuid.uuid4()),
             "target": target,
-            "target_id": request.match_info["id"],
+            "target_id": target_id,
             "action": action,
-            "operator": operator,
-            "note": str(body.get("note") or "")[:2000],
+            "operator": name,
+            "claimed_operator": body.claimed_operator if name == UNAUTHENTICATED else None,
+            "note": body.note,
             "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         await actions_topic.send(key=rec["target_id"], value=orjson.dumps(rec))
         return web.json_response(rec, status=202)
 
     async def route(request: web.Request) -> web.Response:
-        origin, dest = request.query.get("from", ""), request.query.get("to", "")
-        if not origin or not dest:
-            return web.json_response({"error": "give ?from=<intersection>&to=<intersection>"}, status=400)
+        origin = parse_node("from", request.query.get("from"))
+        dest = parse_node("to", request.query.get("to"))
         try:
             res = route_travel_time(pipe.graph, origin, dest, current_travel_times_s(pipe.graph, view.segments))
         except nx.NodeNotFound as exc:
@@ -237,15 +291,9 @@ def register(pipe: Pipeline) -> OutputView:
 
     async def greenwave(request: web.Request) -> web.Response:
         """Emergency green wave: route on live travel times and a temporary plan per signal on it."""
-        origin, dest = request.query.get("from", ""), request.query.get("to", "")
-        if not origin or not dest:
-            return web.json_response(
-                {"error": "give ?from=<intersection>&to=<intersection>[&depart=<Unix s>]"}, status=400
-            )
-        try:
-            depart = float(request.query.get("depart") or time.time())
-        except ValueError:
-            return web.json_response({"error": "depart must be Unix seconds"}, status=400)
+        origin = parse_node("from", request.query.get("from"))
+        dest = parse_node("to", request.query.get("to"))
+        depart = parse_depart(request.query.get("depart"), time.time())
         try:
             plan = plan_green_wave(pipe.graph, origin, dest, depart, current_travel_times_s(pipe.graph, view.segments))
         except nx.NodeNotFound as exc:
@@ -274,42 +322,106 @@ def register(pipe: Pipeline) -> OutputView:
     return view
 
 
-def _op(summary: str, *, params: list[str] | None = None, body: bool = False, role: str = "viewer") -> dict[str, Any]:
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+        }
+    }
+}
+
+
+def _err(reason: str) -> dict[str, Any]:
+    return {"description": reason, **_ERROR}
+
+
+def _op(
+    summary: str,
+    *,
+    params: list[str] | None = None,
+    query: list[dict[str, Any]] | None = None,
+    errors: dict[str, str] | None = None,
+    role: str = "viewer",
+) -> dict[str, Any]:
+    """One read operation: 200, 401 (when auth is on) and the given error responses, each a JSON reason."""
     op: dict[str, Any] = {
         "summary": summary,
         "description": f"Role: {role}.",
-        "responses": {"200": {"description": "OK"}},
+        "responses": {
+            "200": {"description": "OK"},
+            "401": _err("authentication required (auth.users set, no or wrong token)"),
+            **{code: _err(why) for code, why in (errors or {}).items()},
+        },
     }
     if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
-    if body:
-        op["requestBody"] = {
+        op["parameters"] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}} for p in params
+        ]
+    if query:
+        op["parameters"] = query
+    return op
+
+
+def _action(summary: str, target: str) -> dict[str, Any]:
+    """One operator action: JSON body from the console's own origin; every refusal a JSON reason."""
+    return {
+        "summary": summary,
+        "description": "Role: operator. Send Content-Type: application/json; browsers only from the console's own "
+        "origin. Without auth the operator is recorded as `unauthenticated` and `operator` as `claimed_operator`.",
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+            }
+        ],
+        "requestBody": {
+            "required": True,
             "content": {
                 "application/json": {
                     "schema": {
                         "type": "object",
-                        "properties": {"note": {"type": "string"}, "operator": {"type": "string"}},
+                        "additionalProperties": False,
+                        "properties": {
+                            "note": {"type": "string", "maxLength": MAX_NOTE_CHARS},
+                            "operator": {"type": "string", "maxLength": MAX_OPERATOR_CHARS},
+                        },
                     }
                 }
-            }
-        }
-        op["responses"] = {
-            "202": {"description": "action recorded on operator-actions"},
-            "403": {"description": "not an operator"},
-        }
-    return op
+            },
+        },
+        "responses": {
+            "202": {"description": "action recorded on operator-actions (appended to the history)"},
+            "400": _err("id over its length limit, body not JSON, not an object, unknown field or bad field"),
+            "401": _err("authentication required"),
+            "403": _err("not an operator, or a request from another origin"),
+            "404": _err(f"no such {target} in the console view, or no such action"),
+            "413": _err(f"body over {MAX_BODY_BYTES} bytes"),
+            "415": _err("body not sent as application/json"),
+        },
+    }
 
+
+_NODE = {"type": "string", "minLength": 1, "maxLength": MAX_NODE_CHARS}
+_ROUTE_ERRORS = {"400": "missing or over-long from/to", "404": "unknown intersection", "422": "no route"}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "citybrain worker API", "version": "1"},
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    "security": [{"bearer": []}],
+    "security": [{"bearer": []}, {}],  # tokens only when auth.users is set
     "paths": {
         "/health": {"get": _op("Worker health (200 ok, 503 starting/rebalancing)")},
         "/metrics": {"get": _op("Prometheus metrics")},
         "/api/segments": {"get": _op("Latest segment states owned by this worker")},
-        "/api/segments/{segment_id}": {"get": _op("One segment's latest state", params=["segment_id"])},
+        "/api/segments/{segment_id}": {
+            "get": _op(
+                "One segment's latest state",
+                params=["segment_id"],
+                errors={"404": "unknown segment, or no state yet on this worker"},
+            )
+        },
         "/api/network": {"get": _op("Road graph for drawing")},
         "/api/console/config": {"get": _op("Console options: the optional base-map tile layer")},
         "/api/snapshot": {
@@ -317,33 +429,35 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/stream": {"get": _op("Server-Sent Events of every change")},
         "/api/route": {
-            "get": {
-                **_op("Fastest route and its expected travel time on the live state"),
-                "parameters": [
-                    {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
-                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+            "get": _op(
+                "Fastest route and its expected travel time on the live state",
+                query=[
+                    {"name": "from", "in": "query", "required": True, "schema": _NODE},
+                    {"name": "to", "in": "query", "required": True, "schema": _NODE},
                 ],
-            }
+                errors=_ROUTE_ERRORS,
+            )
         },
         "/api/greenwave": {
-            "get": {
-                **_op("Emergency green wave: fastest route and a temporary plan per signal so the vehicle meets green"),
-                "parameters": [
-                    {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
-                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
-                    {"name": "depart", "in": "query", "required": False, "schema": {"type": "number"}},
+            "get": _op(
+                "Emergency green wave: fastest route and a temporary plan per signal so the vehicle meets green",
+                query=[
+                    {"name": "from", "in": "query", "required": True, "schema": _NODE},
+                    {"name": "to", "in": "query", "required": True, "schema": _NODE},
+                    {
+                        "name": "depart",
+                        "in": "query",
+                        "required": False,
+                        "description": "Unix seconds (default now), a decimal number between 2000 and 2100",
+                        "schema": {"type": "number", "minimum": DEPART_MIN_S, "maximum": DEPART_MAX_S},
+                    },
                 ],
-            }
+                errors={**_ROUTE_ERRORS, "400": "missing or over-long from/to; depart not finite or out of range"},
+            )
         },
-        "/api/incidents/{id}/acknowledge": {
-            "post": _op("Acknowledge an incident", params=["id"], body=True, role="operator")
-        },
-        "/api/incidents/{id}/resolve": {"post": _op("Resolve an incident", params=["id"], body=True, role="operator")},
-        "/api/recommendations/{id}/accept": {
-            "post": _op("Accept a signal recommendation", params=["id"], body=True, role="operator")
-        },
-        "/api/recommendations/{id}/reject": {
-            "post": _op("Reject a signal recommendation", params=["id"], body=True, role="operator")
-        },
+        "/api/incidents/{id}/acknowledge": {"post": _action("Acknowledge an incident", "incident")},
+        "/api/incidents/{id}/resolve": {"post": _action("Resolve an incident", "incident")},
+        "/api/recommendations/{id}/accept": {"post": _action("Accept a signal recommendation", "recommendation")},
+        "/api/recommendations/{id}/reject": {"post": _action("Reject a signal recommendation", "recommendation")},
     },
 }

@@ -15,7 +15,10 @@ $("operator").addEventListener("change", (e) => localStorage.setItem("citybrain.
 
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { ...authHeaders, ...(opts.headers || {}) } });
-  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  if (!r.ok) {
+    const reason = await r.json().then((b) => b.error, () => "");
+    throw new Error(path + ": HTTP " + r.status + (reason ? " — " + reason : ""));
+  }
   return r.json();
 }
 
@@ -216,9 +219,25 @@ function showDetail(id) {
 }
 
 // ---- side panels ------------------------------------------------------------------------------------
+// same origin, JSON body: the only writes the API accepts. Without auth the name typed here is recorded as a claim.
 async function act(kind, id, action, note) {
-  const operator = $("operator").value.trim() || "anonymous";
-  await api(`/api/${kind}/${encodeURIComponent(id)}/${action}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ operator, note }) });
+  const operator = $("operator").value.trim();
+  const body = operator ? { operator, note } : { note };
+  await api(`/api/${kind}/${encodeURIComponent(id)}/${action}`, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+// who did it: the recorded operator, and the name an unauthenticated caller gave
+function who(a, cls) {
+  return `<span class="${cls}">${esc(a.operator)}</span>${a.claimed_operator ? ` <span class="claimed">(says ${esc(a.claimed_operator)})</span>` : ""}`;
+}
+
+function history(actions) {
+  if (!actions || actions.length < 2) return "";
+  return `<ol class="history">${actions.map((a) => `<li>${esc(a.action)} by ${who(a, "by")}${a.note ? ": " + esc(a.note) : ""} <span class="at">${esc(a.at || "")}</span></li>`).join("")}</ol>`;
+}
+
+function firstAck(i) {
+  return (i.actions || []).find((a) => a.action === "acknowledge") || { operator: i.acknowledged_by };
 }
 
 function renderIncidents() {
@@ -231,8 +250,8 @@ function renderIncidents() {
       <b>${esc(i.kind || "incident")}</b> on <a href="#" data-seg="${esc(i.segment_id)}">${esc(i.segment_id)}</a>
       ${i.lanes ? "lane " + esc([].concat(i.lanes).join(", ")) : ""} — ${esc(i.state === "suspected" ? "unconfirmed: blocked lane or faulty loop, check CCTV" : i.severity || "")}
       <div class="meta">${esc(i.state)}${i.estimated_start ? " · since " + esc(String(i.estimated_start).slice(11, 16)) + " UTC" : ""} · detected ${esc(age(i.detected_at))} ago${i.estimated_delay_veh_h != null ? " · delay " + Number(i.estimated_delay_veh_h).toFixed(1) + " veh·h" : ""}
-      ${i.acknowledged_by ? `<br>acknowledged by <span class="ack-by">${esc(i.acknowledged_by)}</span>${i.ack_note ? ": " + esc(i.ack_note) : ""}` : ""}
-      ${i.resolved_by ? `<br>resolved by ${esc(i.resolved_by)}${i.resolve_note ? ": " + esc(i.resolve_note) : ""}` : ""}</div>
+      ${i.acknowledged_by ? `<br>acknowledged by ${who(firstAck(i), "ack-by")}${i.ack_note ? ": " + esc(i.ack_note) : ""}` : ""}
+      ${i.resolved_by ? `<br>resolved by ${esc(i.resolved_by)}${i.resolve_note ? ": " + esc(i.resolve_note) : ""}` : ""}${history(i.actions)}</div>
       ${i.state !== "resolved" ? `<input class="note" placeholder="note for the log" size="18"> ${i.acknowledged_by ? "" : `<button data-act="acknowledge">acknowledge</button>`} <button data-act="resolve">resolve</button>` : ""}
     </li>`).join("") || "<li class='meta'>no incidents</li>";
   const marks = $("incident-marks");
@@ -255,7 +274,7 @@ function renderRecs() {
     <li data-recommendation="${esc(r.recommendation_id)}">
       <b>${esc(r.tls_id)}</b> cycle ${esc(Math.round(r.cycle_s))} s, greens ${esc((r.green_s || []).map((g) => Math.round(g)).join("/"))} s
       <div class="meta">delay ${r.delay_before_s != null ? Number(r.delay_before_s).toFixed(1) : "?"} → ${r.delay_after_s != null ? Number(r.delay_after_s).toFixed(1) : "?"} s/veh · ${esc(r.reason || "")}
-      ${r.decision ? `<br>${esc(r.decision.action)}ed by ${esc(r.decision.operator)}` : ""}</div>
+      ${r.decision ? `<br>${esc(r.decision.action)}ed by ${who((r.actions || []).at(-1) || r.decision, "by")}` : ""}</div>
       ${r.decision ? "" : `<input class="note" placeholder="note" size="12"> <button data-act="accept">accept</button> <button data-act="reject">reject</button>`}
     </li>`).join("") || "<li class='meta'>no recommendations yet</li>";
 }

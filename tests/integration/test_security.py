@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from ops.runtime import Stack, http_json
+from ops.settings import Settings
+from streams.topics import bootstrap_of, kafka_client_kwargs
 
 from .conftest import Brokers, RunningStack, unique_settings
 
@@ -56,6 +63,27 @@ def call(
         return e.code, json.loads(e.read() or b"null")
 
 
+def _raise_incident(s: Settings, incident_id: str) -> None:
+    """An ``incident.new`` alert on the alerts topic, as the incident agent writes it."""
+    alert = {
+        "event_id": f"{incident_id}:1",
+        "type": "incident.new",
+        "time": "2025-01-06T07:33:00Z",
+        "subject": incident_id,
+        "data": {"incident_id": incident_id, "segment_id": "C2C1", "severity": "major", "kind": "blocked lane"},
+    }
+
+    async def produce() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap_of(s.kafka.brokers), **kafka_client_kwargs(s))
+        await p.start()
+        try:
+            await p.send_and_wait(s.topics.name("alerts"), orjson.dumps(alert), key=incident_id.encode())
+        finally:
+            await p.stop()
+
+    asyncio.run(produce())
+
+
 def test_roles(secured: RunningStack) -> None:
     base = secured.worker_url
     assert call(base + "/api/snapshot")[0] == 401
@@ -64,10 +92,33 @@ def test_roles(secured: RunningStack) -> None:
     assert call(base + "/api/segments", VIEWER)[0] == 200
     status, body = call(base + "/api/incidents/inc-1/acknowledge", VIEWER, "POST", {"note": "x"})
     assert status == 403 and "operator" in body["error"]
-    status, body = call(
-        base + "/api/incidents/inc-1/acknowledge", OPERATOR, "POST", {"note": "on it", "operator": "spoof"}
-    )
+    status, body = call(base + "/api/incidents/inc-1/acknowledge", OPERATOR, "POST", {"note": "x"})
+    assert status == 404 and "inc-1" in body["error"]  # not raised yet: nothing to act on
+    _raise_incident(secured.settings, "inc-1")
+    deadline = time.monotonic() + 30
+    while status == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = call(
+            base + "/api/incidents/inc-1/acknowledge", OPERATOR, "POST", {"note": "on it", "operator": "spoof"}
+        )
     assert status == 202 and body["operator"] == "Li"  # the authenticated name, not the body's
+    assert body["claimed_operator"] is None
+    # a token does not make a cross-site request acceptable: same-origin JSON in every mode
+    req = urllib.request.Request(
+        base + "/api/incidents/inc-1/resolve",
+        method="POST",
+        data=b'{"note":"csrf"}',
+        headers={
+            "Authorization": f"Bearer {OPERATOR}",
+            "Content-Type": "application/json",
+            "Origin": "http://evil.example",
+        },
+    )
+    try:
+        urllib.request.urlopen(req, timeout=5)
+        raise AssertionError("cross-site POST accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403 and "cross-origin" in json.loads(e.read())["error"]
     assert call(base + "/api/openapi.json")[0] == 200  # the API description is public
     assert http_json(base + "/health")[0] == 200  # probes and Prometheus need no token
     # EventSource cannot send headers: the token goes in the query
@@ -96,3 +147,13 @@ def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
         [sys.executable, "-m", "ops", "--config", str(cfg), "config", "show"], capture_output=True, text=True
     )
     assert out.returncode == 2 and "mqtt.port" in out.stderr.replace("\n", " ")
+
+
+def test_open_api_refuses_a_non_loopback_address() -> None:
+    """Without ``auth.users`` anyone who reaches the port could act as an operator: the worker refuses to listen
+    on anything but loopback, and says how to turn auth on."""
+    env = {**os.environ, "CITYBRAIN_WEB_HOST": "0.0.0.0", "CITYBRAIN_KAFKA__BROKERS": "kafka://127.0.0.1:1"}
+    env.pop("CITYBRAIN_AUTH__USERS", None)
+    out = subprocess.run([sys.executable, "-m", "ops", "worker"], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "0.0.0.0" in out.stderr and "auth.users" in out.stderr
