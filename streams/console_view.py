@@ -144,6 +144,9 @@ class OutputView:
             "device_faults": list(self.device_faults.values()),
             "recommendations": list(self.recommendations.values()),
             "summaries": list(self.summaries),
+            # for the data age of each segment (``last_arrival_at``) against the server's clock
+            "server_time": time.time(),
+            "stale_after_s": self.settings.window.stale_after_s,
         }
 
     # -- live push ----------------------------------------------------------------------------------------

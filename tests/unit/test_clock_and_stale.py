@@ -123,3 +123,53 @@ async def test_a_device_that_stops_while_its_segment_goes_on_is_reported_silent(
     states = {s["ts"]: s for s in out.of("segment_state") if s["segment_id"] == SEG}
     # the segment goes on: its windows still close on the remaining devices' time
     assert _iso(T0 + 60 * 8) in states and states[_iso(T0 + 60 * 8)]["closed_by"] == "watermark"
+
+
+def test_health_is_degraded_while_no_event_arrives_and_ok_again_after_one(
+    pipe: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stale feed: wall-clock age of the last arrival (stream time stops with the feed, so it cannot tell).
+
+    The Kafka consumer's assignment is faked (no broker in unit tests): a worker owning one partition."""
+    from prometheus_client import generate_latest
+
+    from streams.web import health
+
+    monkeypatch.setattr(pipe.app.consumer, "assignment", lambda: {("events", 0)})
+    stale_after = pipe.settings.window.stale_after_s
+    assert stale_after == pipe.settings.window.idle_close_s  # the default
+    now = time.time()
+    pipe.feed.started_wall_s = now - stale_after - 5  # nothing arrived since the start
+    code, body = health(pipe)
+    assert (code, body["status"]) == (200, "degraded")
+    assert "no device events arrived" in body["reasons"][0] and body["feed"]["stale"]
+    assert b"citybrain_feed_last_arrival_age_seconds " in generate_latest(pipe.registry)
+    pipe.feed.arrived(SEG, now - stale_after - 1)  # one arrival, long ago: still stale, one stale segment
+    code, body = health(pipe)
+    assert body["status"] == "degraded" and body["feed"]["stale_segments"] == 1
+    pipe.feed.arrived("A1A0", now)
+    code, body = health(pipe)
+    assert (code, body["status"], body["reasons"]) == (200, "ok", [])
+    assert body["feed"]["last_arrival_age_s"] < 5 and body["feed"]["stale_segments"] == 1
+    age = [
+        float(line.split()[1])
+        for line in generate_latest(pipe.registry).decode().splitlines()
+        if line.startswith("citybrain_feed_last_arrival_age_seconds ")
+    ]
+    assert age and age[0] < 5
+
+
+async def test_the_window_agent_records_arrivals_and_each_states_last_arrival(
+    pipe: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[str, Any, Any]] = []
+    capture_sends(pipe, monkeypatch, sent)
+    out = Sent(pipe, sent)
+    t_start = time.time()
+    await drive(pipe, [step(n) for n in range(1, 6)], lambda: len(out.of("segment_state")) >= 1)
+    assert pipe.feed.last_arrival_wall_s is not None and pipe.feed.last_arrival_wall_s >= t_start
+    assert set(pipe.feed.segment_arrival_wall_s) == {SEG}
+    (first, *_) = out.of("segment_state")
+    assert parse_ts(first["last_arrival_at"]) >= int(t_start)

@@ -102,6 +102,7 @@ def test_open_windows_keep_readings_as_json_text_and_close_to_the_same_readings(
     restored = orjson.loads(orjson.dumps(st))  # what a restarted worker reads back from the changelog
     restored["open"][next(iter(restored["open"]))]["loop_old@1"] = {"type": "loop", "detector_id": "loop_old"}
     add_reading(restored, ev("2025-01-06T07:31:30Z"), **kw)
+    add_reading(restored, ev("2025-01-06T07:31:30Z", det="loop_b"), **kw)  # two devices past it: the watermark
     (closed,) = close_windows(restored, "S", allowed_lateness_s=30, idle=False)
     assert closed.readings == [*readings, {"type": "loop", "detector_id": "loop_old"}]
 
