@@ -16,6 +16,7 @@ from ops.runtime import Stack, http_json
 from tests.integration.conftest import Brokers, metric_value, unique_settings
 
 from .conftest import (
+    SEGMENTS,
     T0,
     _iso,
     account,
@@ -69,7 +70,8 @@ def test_one_device_clock_far_ahead_and_one_a_little_ahead(
     (reason,) = [d["reason"] for d in dead]
     assert "ahead of the segment's stream time" in reason
     stated_s = float(reason.split(" is ")[1].split(" s ")[0])  # the offset, in seconds, in the reason
-    assert abs(stated_s - (far_ts - (T0 + 30 * 10))) < 120
+    # from the segment's stream time when it arrived: between its step and the end of the stream
+    assert T0 + 30 * 9 <= far_ts - stated_s <= T0 + 60 * 13
     assert acc.lost == 0 and acc.duplicate_outputs == 0
     # every window of the two segments holds both loops' readings (the 280-s one in minute 10), closed normally
     for seg in ("A1left1", "D1right1"):
@@ -113,9 +115,14 @@ def test_feed_goes_silent_and_resumes(brokers: Brokers, tmp_path: Path, record: 
         h = health_of(worker)
         assert "no device events arrived" in h["reasons"][0] and h["feed"]["stale"]
         assert metric_value(url, "citybrain_feed_last_arrival_age_seconds") >= stale_s
-        _, snap = http_json(url + "/api/snapshot")
-        ages = [snap["server_time"] - _ts(r["last_arrival_at"]) for r in snap["segments"] if r.get("last_arrival_at")]
-        assert ages and min(ages) >= stale_s - 1  # (whole seconds) the console greys every segment out
+        snap: dict[str, Any] = {}
+
+        def console_stale() -> bool:  # the console greys a segment out when its data is older than the limit
+            snap.update(http_json(url + "/api/snapshot")[1])
+            ages = [snap["server_time"] - _ts(r["last_arrival_at"]) for r in snap["segments"] if r["last_arrival_at"]]
+            return len(ages) == len(SEGMENTS) and min(ages) >= stale_s - 1  # (whole seconds)
+
+        wait_for(console_stale, 30, "every segment's data older than feed_stale_s in the console's snapshot")
         assert snap["stale_after_s"] == stale_s
         silent_s = time.monotonic() - t_stop
         t_resume = time.monotonic()
