@@ -29,8 +29,9 @@ last advanced (stream time runs at least as fast as the wall clock), or the part
 is later (``ref_s``, from the agent; it vouches for a segment resuming after its own outage). A reading more
 than ``max_future_s`` after it is clock skew — unless another device of the segment claimed a time within
 ``max_future_s`` of it since (a gap in the data that the whole segment jumps together: the first device's
-reading is rejected, the second's moves the segment on). A segment's first reading has only the partition's
-time and the worker clock to be checked against.
+reading is rejected, the second's moves the segment on). A segment's first reading (no watermark yet) is
+checked against the worker clock only.
+
 The state of one segment is a JSON-able dict::
 
     {"wm": float | None, "closed": float | None, "open": {"<window end, int s>": {"<device>@<ts_s>": reading}},
@@ -100,11 +101,12 @@ def segment_time(state: dict[str, Any]) -> float | None:
 
 def expected_time(state: dict[str, Any], now_s: float, ref_s: float | None = None) -> float | None:
     """The stream time a reading arriving now may be compared with: the watermark moved on by the wall seconds
-    since it last advanced, or ``ref_s`` (the partition's expected time) if later; None with neither."""
+    since it last advanced, or ``ref_s`` (the partition's expected time) if later; None before the segment has a
+    watermark (the partition only vouches for a segment, it never rejects a segment's first reading)."""
     wm = state.get("wm")
-    own = None if wm is None else float(wm) + max(0.0, now_s - float(state.get("wm_wall_s", now_s)))
-    if own is None:
-        return ref_s
+    if wm is None:
+        return None
+    own = float(wm) + max(0.0, now_s - float(state.get("wm_wall_s", now_s)))
     return own if ref_s is None else max(own, ref_s)
 
 

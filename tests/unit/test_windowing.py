@@ -185,3 +185,18 @@ def test_stream_time_follows_the_wall_clock_after_a_pause() -> None:
     run_steps(st, range(1, 5), now_s=T0 + 130)
     res, _ = run_steps(st, range(45, 47), now_s=T0 + 130 + 1200)
     assert set(res) == {None}
+
+
+def test_the_partition_vouches_for_a_segment_but_never_rejects_its_first_reading() -> None:
+    """A segment resuming after its own outage while its partition went on is followed; a segment's very first
+    reading is only checked against the worker clock (its time may be far from the partition's)."""
+    st = new_state()
+    run_steps(st, range(1, 3))
+    late_on = T0 + 30 * 60
+    r = add_reading(st, ev(iso(late_on), "a"), size_s=60, now_s=DEMO_WALL, max_future_s=300, ref_s=late_on - 30)
+    assert r is None
+    fresh = new_state()
+    assert add_reading(fresh, ev(iso(late_on), "a"), size_s=60, now_s=DEMO_WALL, max_future_s=300, ref_s=T0) is None
+    assert add_reading(fresh, ev(iso(DEMO_WALL + 301), "b"), size_s=60, now_s=DEMO_WALL, max_future_s=300) == (
+        "clock_skew"
+    )
