@@ -173,3 +173,46 @@ async def test_the_window_agent_records_arrivals_and_each_states_last_arrival(
     assert set(pipe.feed.segment_arrival_wall_s) == {SEG}
     (first, *_) = out.of("segment_state")
     assert parse_ts(first["last_arrival_at"]) >= int(t_start)
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
+def test_the_feed_stale_alert_fires_when_no_worker_hears_anything(tmp_path: Any) -> None:
+    """``CitybrainFeedStale`` evaluated by promtool on a scrape series: one worker fresh keeps it quiet; both
+    silent for over 2 min (+1 min ``for``) fire it."""
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    rules = Path(__file__).resolve().parents[2] / "ops/prometheus/citybrain-rules.yml"
+    (rule,) = [
+        r for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"] if r["alert"] == "CitybrainFeedStale"
+    ]
+    description = rule["annotations"]["description"]
+    (tmp_path / "t.yml").write_text(
+        f"""rule_files: [{rules}]
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+      - series: 'citybrain_feed_last_arrival_age_seconds{{instance="w1"}}'
+        values: '0+15x40'
+      - series: 'citybrain_feed_last_arrival_age_seconds{{instance="w2"}}'
+        values: '0 1 2 1 0 1 2 1 0 1 2 1 0+15x28'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: CitybrainFeedStale
+        exp_alerts: []
+      - eval_time: 9m
+        alertname: CitybrainFeedStale
+        exp_alerts:
+          - exp_labels: {{severity: critical}}
+            exp_annotations:
+              summary: "no device events have reached any citybrain worker for 6m 0s"
+              description: "{description}"
+"""
+    )
+    out = subprocess.run(["promtool", "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
