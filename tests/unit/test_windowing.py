@@ -200,3 +200,12 @@ def test_the_partition_vouches_for_a_segment_but_never_rejects_its_first_reading
     assert add_reading(fresh, ev(iso(DEMO_WALL + 301), "b"), size_s=60, now_s=DEMO_WALL, max_future_s=300) == (
         "clock_skew"
     )
+
+
+def test_a_single_device_segment_is_guarded_by_its_own_history() -> None:
+    st = new_state()
+    res, _ = run_steps(st, range(1, 5), devices=("a",))
+    assert set(res) == {None}
+    assert add_reading(st, ev(iso(DEMO_WALL), "a"), size_s=60, now_s=DEMO_WALL, max_future_s=300) == "clock_skew"
+    res, closed = run_steps(st, range(5, 9), devices=("a",))
+    assert set(res) == {None} and [c.end_s for c in closed][-1] == T0 + 60 * 3
