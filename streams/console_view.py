@@ -198,14 +198,15 @@ class OutputView:
                 for p in sorted(consumer.partitions_for_topic(topic) or await self._partitions(consumer, topic)):
                     parts.append(TopicPartition(topic, p))
             consumer.assign(parts)
+            # the end offsets *before* the time lookup: a partition with nothing newer than history_s starts there,
+            # so what is produced meanwhile is read (seek_to_end resolves lazily, at the first fetch, and skipped
+            # the records produced before it: segments missing from the console)
+            ends = await consumer.end_offsets(parts)
             since_ms = int((time.time() - self.history_s) * 1000)
             offsets = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
             for tp in parts:
                 found = offsets.get(tp)
-                if found is not None:
-                    consumer.seek(tp, found.offset)
-                else:
-                    await consumer.seek_to_end(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
             self.ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)

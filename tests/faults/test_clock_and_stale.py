@@ -101,7 +101,9 @@ def test_feed_goes_silent_and_resumes(brokers: Brokers, tmp_path: Path, record: 
     age gauge above the limit, the console's snapshot data older than the limit (greyed out); the feed resumes →
     ok again, and no reading lost."""
     stale_s = 5.0
-    s = unique_settings(brokers, window={"feed_stale_s": stale_s})
+    # idle_close_s 8: the silence (detection + the console's checks) stays well under the 5 × idle_close_s after
+    # which the worker takes the stream for ended (and closes every open window: a different test)
+    s = unique_settings(brokers, window={"feed_stale_s": stale_s, "idle_close_s": 8.0})
     events = stream()
     half = len(events) // 2  # ends on a window boundary (minute 6)
     with Stack(s, tmp_path) as st:
@@ -117,12 +119,22 @@ def test_feed_goes_silent_and_resumes(brokers: Brokers, tmp_path: Path, record: 
         assert metric_value(url, "citybrain_feed_last_arrival_age_seconds") >= stale_s
         snap: dict[str, Any] = {}
 
+        ages: dict[str, float | None] = {}
+
         def console_stale() -> bool:  # the console greys a segment out when its data is older than the limit
             snap.update(http_json(url + "/api/snapshot")[1])
-            ages = [snap["server_time"] - _ts(r["last_arrival_at"]) for r in snap["segments"] if r["last_arrival_at"]]
-            return len(ages) == len(SEGMENTS) and min(ages) >= stale_s - 1  # (whole seconds)
+            now = snap["server_time"]
+            ages.clear()
+            for r in snap["segments"]:
+                if r["segment_id"] in SEGMENTS:
+                    ages[r["segment_id"]] = now - _ts(r["last_arrival_at"]) if r.get("last_arrival_at") else None
+            known = [a for a in ages.values() if a is not None]
+            return len(known) == len(SEGMENTS) and min(known) >= stale_s - 1  # (whole seconds)
 
-        wait_for(console_stale, 30, "every segment's data older than feed_stale_s in the console's snapshot")
+        try:
+            wait_for(console_stale, 30, "every segment's data older than feed_stale_s in the console's snapshot")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; data age per segment: {ages}") from None
         assert snap["stale_after_s"] == stale_s
         silent_s = time.monotonic() - t_stop
         t_resume = time.monotonic()
@@ -132,7 +144,7 @@ def test_feed_goes_silent_and_resumes(brokers: Brokers, tmp_path: Path, record: 
         c.disconnect()
         c.loop_stop()
         acc = account(s, len(events), expected_windows())
-    assert silent_s < 5 * s.window.idle_close_s  # (else the worker takes the stream for ended: a different test)
+    assert silent_s < 5 * s.window.idle_close_s  # (else the worker takes the stream for ended: see above)
     assert acc.dead_reasons == [] and acc.lost == 0 and acc.duplicate_outputs == 0
     record(
         fault="whole feed silent (no device events) for a while, then resumes",
@@ -141,6 +153,7 @@ def test_feed_goes_silent_and_resumes(brokers: Brokers, tmp_path: Path, record: 
         duplicate_outputs=acc.duplicate_outputs,
         recovery_s=round(recovery_s, 1),
         detected_s=round(detect_s, 1),
+        silent_s=round(silent_s, 1),
         operator_sees=f"/health 'degraded' ('no device events arrived for N s') {detect_s:.0f} s after the last "
         f"arrival (feed_stale_s={stale_s:g}); citybrain_feed_last_arrival_age_seconds rising (alert "
         "CitybrainFeedStale); console '● feed stale', segments greyed out with their data age; ok once events arrive",
