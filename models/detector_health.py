@@ -18,6 +18,11 @@ Statuses, in order of precedence:
   is the mid-link loops' total count. Any vehicle counted ends the streak;
 - ``ok`` otherwise.
 
+A device whose readings are stamped too far ahead of its segment's stream time is a ``clock`` fault: the stream
+layer rejects those readings before any window sees them (``streams.windowing``), and :func:`clock_decision`
+turns that into a device-fault decision of the same shape as ``models.incidents``' (``device_fault`` /
+``device_restored``), so it is published like the other device faults.
+
 The state of one segment is a JSON-able dict ``{"t0": first stream time seen, "d": {detector id: state}}``
 with per detector ``last`` (s), ``sig`` (last reading signature), ``rep`` (identical readings in a row),
 ``imp`` (latest reading implausible, 0/1), ``zs`` (windows in the current zero-count streak) and ``zr``
@@ -34,6 +39,7 @@ from typing import Any
 from models.congestion import CAMERA, MID, STOP, SegmentModel
 
 OK, SILENT, STUCK, IMPLAUSIBLE, DISAGREES = "ok", "silent", "stuck", "implausible", "disagrees"
+CLOCK = "clock"
 #: A detector is silent after this many reporting intervals without a reading.
 SILENT_INTERVALS = 2.5
 #: Identical non-zero readings in a row that make a detector stuck.
@@ -259,3 +265,44 @@ def assess_window(
     for did in model.detectors:
         status.setdefault(did, OK)
     return status, frozenset([d for d, s in status.items() if s != OK])
+
+
+def clock_decision(
+    faults: dict[str, str],
+    *,
+    segment_id: str,
+    detector_id: str,
+    lane: str | None,
+    at: str,
+    ahead_s: float | None,
+) -> dict[str, Any] | None:
+    """Track a device's clock status; return a device-fault decision when it changes.
+
+    Parameters
+    ----------
+    faults : dict of str to str
+        The segment's open clock faults (detector id → since, ISO UTC), updated in place.
+    segment_id, detector_id, lane : str
+        The device and where it sits (``lane`` None for a camera).
+    at : str
+        Stream time of the change (ISO UTC): the segment's watermark, or the reading's time before it has one.
+    ahead_s : float or None
+        How far (s) the device's rejected reading was ahead of the segment's stream time; None when a reading of
+        the device was accepted.
+
+    Returns
+    -------
+    dict or None
+        ``{"type": "device_fault", "fault": "clock", ..., "evidence": {"ahead_s": ...}}`` when the device becomes
+        a clock fault, ``{"type": "device_restored", "fault": "clock", ...}`` when a faulty device's reading was
+        accepted again, else None (no change: one alert per episode).
+    """
+    base = {"segment_id": segment_id, "detector_id": detector_id, "lane": lane, "fault": CLOCK, "ts": at}
+    if ahead_s is None:
+        if faults.pop(detector_id, None) is None:
+            return None
+        return {"type": "device_restored", **base}
+    if detector_id in faults:
+        return None
+    faults[detector_id] = at
+    return {"type": "device_fault", **base, "since_ts": at, "evidence": {"ahead_s": round(float(ahead_s), 1)}}

@@ -203,8 +203,22 @@ class WindowSettings(BaseModel):
     )
     flush_interval_s: float = Field(0.5, gt=0, description="how often idle partitions are checked")
     max_future_s: float = Field(
-        300.0, ge=0, description="readings stamped this far past the watermark are rejected as clock skew"
+        300.0,
+        ge=0,
+        description="readings stamped this far past the segment's robust stream time (or the worker clock) are "
+        "rejected as clock skew",
     )
+    feed_stale_s: float | None = Field(
+        None,
+        gt=0,
+        description="wall seconds without any arriving event after which /health is degraded and a segment is "
+        "shown stale; default idle_close_s (three 30-s reporting intervals)",
+    )
+
+    @property
+    def stale_after_s(self) -> float:
+        """``feed_stale_s``, or ``idle_close_s`` when unset (so the demo's speed-scaled idle time carries over)."""
+        return self.feed_stale_s if self.feed_stale_s is not None else self.idle_close_s
 
 
 class ConsoleSettings(BaseModel):

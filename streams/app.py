@@ -7,6 +7,7 @@ can build several apps with their own topic names and metrics registries.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from ops.settings import Settings
 from streams import tansu_compat
+from streams.feed import FeedActivity
 from streams.metrics import IngestMetrics, WorkerMetrics
 from streams.records import DeadLetter, DeviceInfo, SegmentState
 from streams.topics import kafka_ssl_context
@@ -50,6 +52,7 @@ class Pipeline:
     extra_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     console_view: Any = None
     signal_stats: dict[str, int] = field(default_factory=dict)
+    feed: FeedActivity = field(default_factory=lambda: FeedActivity(started_wall_s=time.time()))
 
     async def send_raw(
         self,

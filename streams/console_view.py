@@ -197,6 +197,9 @@ class OutputView:
             "device_faults": list(self.device_faults.values()),
             "recommendations": list(self.recommendations.values()),
             "summaries": list(self.summaries),
+            # for the data age of each segment (``last_arrival_at``) against the server's clock
+            "server_time": time.time(),
+            "stale_after_s": self.settings.window.stale_after_s,
         }
 
     # -- live push ----------------------------------------------------------------------------------------
@@ -248,10 +251,11 @@ class OutputView:
                 for p in sorted(consumer.partitions_for_topic(topic) or await self._partitions(consumer, topic)):
                     parts.append(TopicPartition(topic, p))
             consumer.assign(parts)
-            since_ms = int((time.time() - self.history_s) * 1000)
-            # the ends first: a record produced while we look (an operator action, an alert) is read, not skipped
-            # by a later seek-to-end
+            # the end offsets *before* the time lookup: a partition with nothing newer than history_s starts there,
+            # so what is produced meanwhile is read (seek_to_end resolves lazily, at the first fetch, and skipped
+            # the records produced before it: segments missing from the console)
             ends = await consumer.end_offsets(parts)
+            since_ms = int((time.time() - self.history_s) * 1000)
             offsets = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
             for tp in parts:
                 found = offsets.get(tp)

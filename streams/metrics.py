@@ -104,6 +104,8 @@ class WorkerMetrics:
     incidents: Counter
     consumer_lag: Gauge
     partition_stalls: Counter
+    feed_last_arrival_age: Gauge
+    stale_segments: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -145,7 +147,7 @@ class WorkerMetrics:
             ),
             device_faults=Counter(
                 "citybrain_device_faults",
-                "Device faults reported and cleared, by status (silent, stuck, zero, implausible, cleared)",
+                "Device faults reported and cleared, by status (silent, stuck, zero, implausible, clock, cleared)",
                 ["status"],
                 registry=registry,
             ),
@@ -158,6 +160,16 @@ class WorkerMetrics:
             partition_stalls=Counter(
                 "citybrain_partition_stalls",
                 "Assigned partitions found stalled (messages waiting, nothing read) and resumed by the watchdog",
+                registry=registry,
+            ),
+            feed_last_arrival_age=Gauge(
+                "citybrain_feed_last_arrival_age_seconds",
+                "Wall seconds since a device event last arrived at this worker (since its start, before any)",
+                registry=registry,
+            ),
+            stale_segments=Gauge(
+                "citybrain_stale_segments",
+                "Segments that reported since this worker started and have been quiet for window.feed_stale_s",
                 registry=registry,
             ),
             consumer_lag=Gauge(
@@ -175,7 +187,7 @@ class WorkerMetrics:
             m.output_latency.labels(o)
         for c in ("watermark", "idle", "fill"):
             m.windows.labels(c)
-        for st in ("silent", "stuck", "zero", "implausible", "cleared"):
+        for st in ("silent", "stuck", "zero", "implausible", "clock", "cleared"):
             m.device_faults.labels(st)
         for stage in ("new", "updated", "cleared", "suspected", "suspicion_expired"):
             m.incidents.labels(stage)

@@ -379,6 +379,7 @@ class SegmentState(faust.Record, serializer="json", include_metadata=False):
     closed_by: str  # "watermark" | "idle"
     emitted_at: str
     excluded_detectors: list[str]  # unhealthy detectors whose readings the estimate left out
+    last_arrival_at: str | None = None  # wall time (ISO UTC) the segment's newest reading reached citybrain
 
 
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):

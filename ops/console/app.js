@@ -8,6 +8,10 @@ const authHeaders = token ? { Authorization: "Bearer " + token } : {};
 const $ = (id) => document.getElementById(id);
 const svgNS = "http://www.w3.org/2000/svg";
 const state = { segments: {}, incidents: {}, recs: {}, faults: {}, summaries: [], paths: {}, net: null, selected: null, tiles: null };
+// data age: wall seconds since a segment's newest reading arrived (server clock); stale segments are greyed out
+const feed = { staleAfterS: 90, clockOffsetMs: 0, live: false };
+const serverNow = () => Date.now() + feed.clockOffsetMs;
+const dataAgeS = (rec) => (rec && rec.last_arrival_at ? Math.max(0, (serverNow() - Date.parse(rec.last_arrival_at)) / 1000) : null);
 let view = { x: 0, y: 0, w: 1, h: 1 }, home = null;
 
 $("operator").value = localStorage.getItem("citybrain.operator") || "";
@@ -26,10 +30,13 @@ function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
+function seconds(s) {
+  return s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h";
+}
+
 function age(ts) {
   if (!ts) return "";
-  const s = Math.max(0, (Date.now() - Date.parse(ts)) / 1000);
-  return s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h";
+  return seconds(Math.max(0, (Date.now() - Date.parse(ts)) / 1000));
 }
 
 // ---- map ------------------------------------------------------------------------------------------
@@ -186,8 +193,10 @@ function paintSegment(rec) {
   const p = state.paths[rec.segment_id];
   if (!p) return;
   const los = rec.los || "none";
-  p.el.setAttribute("class", "seg los-" + los + (state.selected === rec.segment_id ? " selected" : ""));
+  const a = dataAgeS(rec), stale = a == null || a >= feed.staleAfterS;
+  p.el.setAttribute("class", "seg los-" + (stale ? "none stale" : los) + (state.selected === rec.segment_id ? " selected" : ""));
   p.el.dataset.los = los;
+  p.el.dataset.stale = stale ? "1" : "0";
   p.el.dataset.congested = rec.congested ? "1" : "0";
   if (state.selected === rec.segment_id) showDetail(rec.segment_id);
 }
@@ -206,6 +215,7 @@ function showDetail(id) {
     ["flow", s.flow_veh_h != null ? Math.round(s.flow_veh_h) + " veh/h" : "–"], ["occupancy", s.occupancy != null ? (100 * s.occupancy).toFixed(1) + " %" : "–"],
     ["density", s.density_veh_km != null ? s.density_veh_km.toFixed(1) + " veh/km" : "–"], ["travel time", s.travel_time_s != null ? s.travel_time_s.toFixed(0) + " s" : "–"],
     ["congested", s.congested ? "yes" : "no"], ["confidence", s.confidence ?? "–"], ["window end", s.ts ?? "–"],
+    ["data age", s.last_arrival_at ? seconds(dataAgeS(s)) + (dataAgeS(s) >= feed.staleAfterS ? " — stale" : "") : "no data"],
     ["length", seg.length_m + " m"], ["lanes", seg.lanes], ["speed limit", seg.speed_limit_kmh + " km/h"],
   ];
   const dets = (seg.detector_ids || []).map((d) => {
@@ -338,24 +348,41 @@ function applyEvent(kind, rec) {
   else if (kind === "summary") { state.summaries.push(rec); state.summaries = state.summaries.slice(-240); renderSummary(); }
 }
 
+function checkFeed() {
+  // the feed is stale when no segment's newest reading is younger than the limit: say so instead of "live"
+  const ages = Object.values(state.segments).map(dataAgeS).filter((a) => a != null);
+  const newest = ages.length ? Math.min(...ages) : null, stale = newest == null || newest >= feed.staleAfterS;
+  document.body.dataset.feedStale = stale ? "1" : "0";
+  if (feed.live) {
+    $("conn").className = stale ? "conn stale" : "conn on";
+    $("conn").textContent = stale ? "● feed stale" + (newest != null ? " · no data for " + seconds(newest) : "") : "● live";
+  }
+  for (const rec of Object.values(state.segments)) {
+    const p = state.paths[rec.segment_id];
+    if (p && (p.el.dataset.stale === "1") !== (dataAgeS(rec) == null || dataAgeS(rec) >= feed.staleAfterS)) paintSegment(rec);
+  }
+}
+
 async function loadSnapshot() {
   const snap = await api("/api/snapshot");
+  if (snap.server_time) feed.clockOffsetMs = snap.server_time * 1000 - Date.now();
+  if (snap.stale_after_s) feed.staleAfterS = snap.stale_after_s;
   snap.segments.forEach(paintSegment);
   state.incidents = {}; snap.incidents.forEach((i) => (state.incidents[i.incident_id] = i));
   state.recs = {}; snap.recommendations.forEach((r) => (state.recs[r.tls_id || r.recommendation_id] = r));
   state.faults = {}; snap.device_faults.forEach((f) => (state.faults[f.detector_id] = f));
   state.summaries = snap.summaries;
-  renderIncidents(); renderRecs(); renderHealth(); renderSummary();
+  renderIncidents(); renderRecs(); renderHealth(); renderSummary(); checkFeed();
 }
 
 function connect() {
   const es = new EventSource("/api/stream" + (token ? "?token=" + encodeURIComponent(token) : ""));
-  es.addEventListener("hello", () => { $("conn").className = "conn on"; $("conn").textContent = "● live"; document.body.dataset.live = "1"; });
+  es.addEventListener("hello", () => { feed.live = true; $("conn").className = "conn on"; $("conn").textContent = "● live"; document.body.dataset.live = "1"; checkFeed(); });
   for (const kind of ["segment", "incident", "recommendation", "device_fault", "summary"]) {
     es.addEventListener(kind, (e) => applyEvent(kind, JSON.parse(e.data)));
   }
   es.addEventListener("resync", () => loadSnapshot());
-  es.onerror = () => { $("conn").className = "conn off"; $("conn").textContent = "● reconnecting"; document.body.dataset.live = "0"; };
+  es.onerror = () => { feed.live = false; $("conn").className = "conn off"; $("conn").textContent = "● reconnecting"; document.body.dataset.live = "0"; };
 }
 
 async function main() {
@@ -366,7 +393,7 @@ async function main() {
   enableZoomPan();
   await loadSnapshot();
   connect();
-  setInterval(() => { $("clock").textContent = new Date().toISOString().slice(11, 19) + " UTC"; renderSummary(); }, 1000);
+  setInterval(() => { $("clock").textContent = new Date().toISOString().slice(11, 19) + " UTC"; renderSummary(); checkFeed(); }, 1000);
 }
 
 main().catch((e) => { document.body.insertAdjacentHTML("afterbegin", `<p class="fatal">console failed to start: ${esc(e.message)}</p>`); });

@@ -3,7 +3,8 @@
 Steps (named as in the metrics and logs):
 
 1. ``window-add``: each validated event goes into its segment's open window (``streams.windowing``), or to the
-   dead-letter topic as late / duplicate / clock skew;
+   dead-letter topic as late / duplicate / clock skew (stamped too far ahead of the segment's robust stream time:
+   the device is then a ``clock`` device fault, published on ``alerts`` like the others);
 2. ``window-close``: windows whose segment watermark passed their end by the allowed lateness close at once;
    the ``window-idle-flush`` timer closes windows of segments idle for ``idle_close_s`` wall seconds;
 3. ``estimate``: ``models.segment_state.estimate_segment_state`` turns a closed window's readings into a state,
@@ -34,12 +35,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 
 from models.congestion import estimate_window, segment_models_from_graph
-from models.detector_health import assess_window, new_health_state
+from models.detector_health import assess_window, clock_decision, new_health_state
 from models.incidents import flush_segment, segment_configs_from_graph, segment_summary, update_segment
 from models.incidents import new_segment_state as new_incident_state
 from models.segment_state import estimate_segment_state
-from streams.records import Alert, SegmentState, dead_letter, format_ts, unbundle_events
-from streams.windowing import ClosedWindow, add_reading, close_windows, new_state, window_end
+from streams.records import Alert, SegmentState, dead_letter, device_id, format_ts, unbundle_events
+from streams.windowing import ClosedWindow, add_reading, clock_offset, close_windows, new_state, window_end
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -225,6 +226,22 @@ def register(pipe: Pipeline) -> None:
     # stream time per source partition: partitions are consumed unevenly, so a segment is only judged against
     # the progress of its own partition (a lagging partition never looks like silent segments)
     part_time: dict[int, float] = {}
+    part_wall: dict[int, float] = {}  # wall time (Unix s) at which each partition's stream time last advanced
+
+    def part_expected(pk: int, now_wall: float) -> float | None:
+        """The partition's stream time moved on by the wall seconds since it last advanced (None before any)."""
+        pt = part_time.get(pk)
+        return None if pt is None else pt + max(0.0, now_wall - part_wall.get(pk, now_wall))
+
+    def advance_stream(pk: int, wm: float | None, now_wall: float) -> None:
+        """Stream time follows the segments' robust watermarks, never a single reading's timestamp."""
+        if wm is None:
+            return
+        if not stream_time or wm > stream_time[0]:
+            stream_time[:] = [float(wm)]
+        if wm > part_time.get(pk, -math.inf):
+            part_time[pk] = float(wm)
+            part_wall[pk] = now_wall
 
     def partition_of(key: bytes) -> int:
         p = table.source_partition.get(key)
@@ -274,6 +291,7 @@ def register(pipe: Pipeline) -> None:
             closed_by=cw.closed_by,
             emitted_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             excluded_detectors=sorted(excluded),
+            last_arrival_at=format_ts(state["last_arrival_s"]) if state.get("last_arrival_s") else None,
             **{**est.as_dict(), "n_readings": len(cw.readings)},  # every reading of the window, used or not
         )
         return rec, alerts
@@ -312,13 +330,16 @@ def register(pipe: Pipeline) -> None:
         for key, state in writes:
             table[key] = state
 
-    async def reject(reason: str, raw: bytes, src: tuple[str, int]) -> Any:
+    async def reject(reason: str, raw: bytes, src: tuple[str, int], text: str | None = None) -> Any:
         metrics.rejected.labels(reason).inc()
-        text = {
-            "late": "reading arrived after its window closed",
-            "duplicate": "same device and timestamp already applied",
-            "clock_skew": f"timestamp more than {w.max_future_s:g} s ahead of the worker clock",
-        }[reason]
+        text = (
+            text
+            or {
+                "late": "reading arrived after its window closed",
+                "duplicate": "same device and timestamp already applied",
+                "clock_skew": f"timestamp more than {w.max_future_s:g} s ahead of the worker clock",
+            }[reason]
+        )
         dl = dead_letter(reason, text, "window", events_topic_name, raw)
         return await pipe.send_raw(dead_letter_name, dl.dead_letter_id.encode(), dl.dumps(), source=src)
 
@@ -376,6 +397,43 @@ def register(pipe: Pipeline) -> None:
                 futs.append(await pipe.send_raw(incidents_name, key, orjson.dumps(alert.data), source=src))
         return futs
 
+    async def window_add(
+        state: dict[str, Any], key: bytes, ev: dict[str, Any], src: tuple[str, int], now_wall: float, futs: list[Any]
+    ) -> tuple[str | None, list[Alert]]:
+        """``window-add`` of one reading: into its window, or dead-lettered (appending the delivery to ``futs``).
+        Returns the rejection reason (None when added) and the device's clock-fault alerts."""
+        sid = key.decode()
+        pipe.feed.arrived(sid, now_wall)
+        pk = table.source_partition.get(key, -1)
+        ref = part_expected(pk, now_wall)
+        reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s, ref_s=ref)
+        dev = device_id(ev)
+        if reason == "clock_skew":
+            ahead, against = clock_offset(state, float(ev["ts_s"]), now_s=now_wall, ref_s=ref)
+            text = f"timestamp {ev.get('ts')} is {ahead:.0f} s ahead of {against} (limit {w.max_future_s:g} s)"
+            futs.append(await reject(reason, orjson.dumps(ev), src, text))
+            at = format_ts(state["wm"]) if state.get("wm") is not None else str(ev.get("ts"))
+            faults = state.setdefault("clock_faults", {})
+            d = clock_decision(faults, segment_id=sid, detector_id=dev, lane=ev.get("lane"), at=at, ahead_s=ahead)
+            return reason, to_alerts([d], state) if d else []
+        # the stream is flowing (redeliveries after a restart too): track its time and liveness
+        last_reading[key] = time.monotonic()
+        advance_stream(pk, state["wm"], now_wall)
+        if reason is not None:
+            futs.append(await reject(reason, orjson.dumps(ev), src))
+            return reason, []
+        received = ev.get("received_at")
+        state["last_arrival_s"] = max(
+            float(state.get("last_arrival_s") or 0.0),
+            float(received) if isinstance(received, int | float) else now_wall,
+        )
+        if dev not in state.get("clock_faults", ()):
+            return None, []
+        d = clock_decision(
+            state["clock_faults"], segment_id=sid, detector_id=dev, lane=ev.get("lane"), at=str(ev["ts"]), ahead_s=None
+        )
+        return None, to_alerts([d], state) if d else []
+
     txn = pipe.transactions
 
     @app.agent(topics.events, name="segment-windows")
@@ -419,20 +477,14 @@ def register(pipe: Pipeline) -> None:
             state = table.get(key) or new_state()
             src = (events_topic_name, partition_of(key))
             incident_alerts: list[Alert] = []
-            changed = False
+            changed = dirty = False
             newest_rx = 0.0
             for ev in items:
-                reason = add_reading(state, ev, size_s=w.size_s, now_s=now_wall, max_future_s=w.max_future_s)
-                if reason != "clock_skew":
-                    # the stream is flowing (redeliveries after a restart too): track its time and liveness
-                    last_reading[key] = time.monotonic()
-                    if not stream_time or ev["ts_s"] > stream_time[0]:
-                        stream_time[:] = [float(ev["ts_s"])]
-                    pk = table.source_partition.get(key, -1)
-                    if ev["ts_s"] > part_time.get(pk, -math.inf):
-                        part_time[pk] = float(ev["ts_s"])
+                reason, clock_alerts = await window_add(state, key, ev, src, now_wall, futs)
+                if clock_alerts or reason == "clock_skew":
+                    incident_alerts.extend(clock_alerts)
+                    dirty = True  # a clock fault (and the segment's skew claim) is published and kept
                 if reason is not None:
-                    futs.append(await reject(reason, orjson.dumps(ev), src))
                     continue
                 changed = True
                 metrics.applied.labels(ev["type"]).inc()
@@ -447,6 +499,9 @@ def register(pipe: Pipeline) -> None:
             if not changed:
                 if state.get("open"):
                     last_seen.setdefault(key, time.monotonic())  # recovered open windows get closed too
+                if dirty:
+                    futs += await send_alerts(incident_alerts, src)
+                    writes.append((key, state))
                 continue
             results = close(state, key, idle=False)
             if newest_rx:  # a watermark close is caused by the segment's newest reading

@@ -60,7 +60,8 @@ def unique_settings(brokers: Brokers, **overrides: Any) -> Settings:
         "topics": {"prefix": f"t{run}."},
         "kafka": {"brokers": brokers.kafka_url, "session_timeout_s": 6.0, "rebalance_timeout_s": 6.0},
         "mqtt": {"host": brokers.mqtt_host, "port": brokers.mqtt_port, "client_id": f"cb-bridge-{run}"},
-        "window": {"idle_close_s": 3.0, "flush_interval_s": 0.2},
+        # feed_stale_s: a test's pauses between phases are not a silent feed (default: idle_close_s)
+        "window": {"idle_close_s": 3.0, "flush_interval_s": 0.2, "feed_stale_s": 60.0},
         "city": "testcity",
     }
     for k, v in overrides.items():
