@@ -103,3 +103,28 @@ def test_plot_points_use_normal_run_false_alarms(tmp_path: Path) -> None:
     assert len(results) == 1
     (p,) = plot_points(results)
     assert (p["system"], p["fa_per_det_h"], p["ttd_median_s"], p["role"]) == ("citybrain", 0.03, 90.0, "training")
+
+
+def test_explain_helpers_follow_the_harness_rules() -> None:
+    from bench.corpus_explain import episodes, lane_share, matches, upstream_of
+
+    edges = [
+        {"id": "a_b", "from": "a", "to": "b"},
+        {"id": "b_a", "from": "b", "to": "a"},
+        {"id": "c_b", "from": "c", "to": "b"},
+        {"id": "b_d", "from": "b", "to": "d"},
+    ]
+    up = upstream_of(edges)
+    assert up["b_d"] == {"a_b", "c_b"} and up["b_a"] == {"c_b"}  # not its own U-turn twin
+    inc = {"segment_id": "b_d", "start_s": 100.0, "end_s": 400.0}
+    assert matches(1000 + 150, "a_b", inc, 1000, up, 300)
+    assert matches(1000 + 700, "b_d", inc, 1000, up, 300) and not matches(1000 + 701, "b_d", inc, 1000, up, 300)
+    assert not matches(1000 + 99, "b_d", inc, 1000, up, 300) and not matches(1000 + 150, "b_a", inc, 1000, up, 300)
+    al = [{"segment_id": "x", "_t": t} for t in (0, 200, 450, 800)] + [{"segment_id": "y", "_t": 210}]
+    assert [len(e) for e in episodes(al, 300)] == [3, 1, 1]  # 0-200-450 chain, 800 is 350 s after 450
+    loops = [
+        {"_t": t, "lane": ln, "count": c}
+        for t, ln, c in [(30, "L0", 4), (30, "L1", 0), (60, "L0", 2), (60, "L1", 2), (90, "L0", 0), (90, "L1", 0)]
+    ]
+    share, zeros, steps = lane_share(loops, "L1", 0, 90)
+    assert (share, zeros, steps) == (0.25, 1, 3)  # 2 of 8 vehicles; at 90 s nobody counted: no zero step
