@@ -10,10 +10,12 @@ on both. ``citybrain replay`` then pushes both runs through MQTT → bridge → 
     <out>/gen/baseline/<seed>/{alarms,states}_{normal,incident}.jsonl     the harness baseline
     <out>/citybrain/<seed>/{alarms,states}_{normal,incident}.jsonl, replay_<run>.json     citybrain
 
-``score_corpus.py`` scores both systems over the seeds; the reports are kept in ``--results`` (one JSON per
-system, reporting interval and seed set), and every report there is rendered into one markdown page
-(``--table``) and a time-to-detect against false-alarm-rate plot (``--plot``). Steps already done are skipped
-(marker files ``.done_<step>``; replays by their summary file) unless ``--force``. Progress goes to stderr.
+The baseline also runs at its strict operating point (``--min-other 12``, alarms in
+``gen/baseline_strict/<seed>/``). ``score_corpus.py`` scores the systems over the seeds; the reports are kept in
+``--results`` (one JSON per system, reporting interval and seed set), and every report there is rendered into one
+markdown page (``--table``) and a time-to-detect against false-alarm-rate plot (``--plot``). Steps already done
+are skipped (marker files ``.done_<step>``; replays by their summary file) unless ``--force``. Progress goes to
+stderr.
 
 Run::
 
@@ -102,6 +104,14 @@ def generate_seed(out: Path, seed: int, loop_s: int, cam_s: int, force: bool) ->
             harness(["baseline_incident_detector.py", events], stdout=bd / f"alarms_{run}.jsonl")
             harness(["examples/trivial_state_estimator.py", events], env=env, stdout=bd / f"states_{run}.jsonl")
         done(sd, "baseline")
+    if step(sd, "baseline_strict", force):
+        strict = out / "gen" / "baseline_strict" / str(seed)
+        strict.mkdir(parents=True, exist_ok=True)
+        for run in RUNS:
+            events = str(sd / run / "events.jsonl")
+            detector = ["baseline_incident_detector.py", events, "--min-other", "12"]
+            harness(detector, stdout=strict / f"alarms_{run}.jsonl")
+        done(sd, "baseline_strict")
 
 
 def replay_seed(out: Path, seed: int, force: bool, timeout_s: float) -> None:
@@ -150,7 +160,9 @@ def replay_seed(out: Path, seed: int, force: bool, timeout_s: float) -> None:
 def score(out: Path, system_dir: Path, seeds: list[int], report: Path) -> dict[str, Any]:
     """``score_corpus.py`` over ``seeds`` for the alarms and states in ``system_dir``."""
     args = ["score_corpus.py", "--corpus", str(out / "gen"), "--alarms-dir", str(system_dir)]
-    args += ["--states-dir", str(system_dir), "--seeds", " ".join(map(str, seeds)), "--out", str(report)]
+    if any(system_dir.glob("*/states_*.jsonl")):
+        args += ["--states-dir", str(system_dir)]
+    args += ["--seeds", " ".join(map(str, seeds)), "--out", str(report)]
     harness(args, stdout=report.with_suffix(".txt"))
     return dict(json.loads(report.read_text()))
 
@@ -180,7 +192,9 @@ def measure(a: argparse.Namespace) -> None:
     if not ok:
         raise SystemExit("no seed went through")
     a.results.mkdir(parents=True, exist_ok=True)
-    for system, sdir in (("citybrain", out / "citybrain"), ("baseline", out / "gen" / "baseline")):
+    systems = [("citybrain", out / "citybrain"), ("baseline", out / "gen" / "baseline")]
+    systems.append(("baseline_strict", out / "gen" / "baseline_strict"))
+    for system, sdir in systems:
         log(f"scoring {system} over {len(ok)} seed(s)")
         rep = score(out, sdir, ok, out / f"score_{system}_{seed_set(ok)}.json")
         rep["setting"] = {"system": system, "loop_s": a.loop_s, "cam_s": a.cam_s, "seeds": ok, "failed": failed}
