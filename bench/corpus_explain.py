@@ -162,6 +162,8 @@ def explain_miss(s: Seed, inc: Rec, alarms: list[Rec], alerts: list[Rec], grace_
     on_seg = [a for a in alerts if a["data"].get("segment_id") == seg and start - 60 <= a["_t"] <= end + grace_s]
     said = sorted({a["type"].replace("incident.", "").replace("device_fault.", "fault.") for a in on_seg})
     late = [a for a in alarms if a["segment_id"] == seg and a["_t"] > end + grace_s]
+    if late:
+        said.append(f"alarm {len(late)}x after the window")
     lane_len = next((d["length_m"] for d in e["lane_detail"] if d["id"] == lane), e["length_m"])
     where = (
         f"{inc['from_pos_m']:.0f}-{inc['to_pos_m']:.0f} m"
@@ -175,6 +177,7 @@ def explain_miss(s: Seed, inc: Rec, alarms: list[Rec], alerts: list[Rec], grace_
         "category": inc.get("category") or inc["kind"],
         "incident": f"{inc['incident_id']} {lane}",
         "lanes": e["lanes"],
+        "turns": turns(e, lane),
         "where": f"{where} of {lane_len:.0f} m",
         "minutes": round((end - start) / 60),
         "share before → during": f"{_pct(share_before)} → {_pct(share_during)}",
@@ -182,7 +185,7 @@ def explain_miss(s: Seed, inc: Rec, alarms: list[Rec], alerts: list[Rec], grace_
         "lane speed km/h": f"{sum(speeds) / len(speeds):.0f}" if speeds else "–",
         "cam queue before / during": f"{_n(q_before)} / {_n(q_during)}",
         "truth congested": _pct(cong_share),
-        "citybrain on segment": ", ".join(said) + (f"; alarm {len(late)}× after the window" if late else "") or "–",
+        "citybrain on segment": ", ".join(said) or "–",
     }
 
 
@@ -228,7 +231,7 @@ def explain_false(s: Seed, run: str, ep: list[Rec], alerts: list[Rec]) -> Rec:
         "family": s.family,
         "run": run,
         "segment (lanes)": f"{seg} ({s.edges[seg]['lanes']})",
-        "lane": lane or "–",
+        "lane (turns)": f"{lane or '–'} ({turns(s.edges[seg], lane)})",
         "min": round((t - s.t0) / 60),
         "hypothesis / rules": f"{ev.get('hypothesis', '?')} / {rules} ({ev.get('section', '?')})",
         "truth ratio, congested": truth,
@@ -240,6 +243,12 @@ def explain_false(s: Seed, run: str, ep: list[Rec], alerts: list[Rec]) -> Rec:
         or "–",
         f"lane / other lanes, last {READINGS} readings (count@km/h)": f"{' '.join(reads[lane or ''])} / {others}",
     }
+
+
+def turns(edge: Rec, lane: str | None) -> str:
+    """The lane's movements (``l``, ``s``, ``r``) from ``network.json``."""
+    d = next((d for d in edge["lane_detail"] if d["id"] == lane), None)
+    return "".join(sorted(d.get("turns") or [])) if d else "?"
 
 
 def _pct(x: float | None) -> str:
