@@ -170,6 +170,7 @@ def explain_miss(s: Seed, inc: Rec, alarms: list[Rec], alerts: list[Rec], grace_
         if inc.get("from_pos_m") is not None
         else ("–" if inc.get("pos_m") is None else f"{inc['pos_m']:.0f} m")
     )
+    loop_pos = next((d["pos_m"] for d in s.net["detectors"] if d["id"] == f"loop_mid_{lane}"), None)
     return {
         "seed": s.seed,
         "family": s.family,
@@ -179,6 +180,7 @@ def explain_miss(s: Seed, inc: Rec, alarms: list[Rec], alerts: list[Rec], grace_
         "lanes": e["lanes"],
         "turns": turns(e, lane),
         "where": f"{where} of {lane_len:.0f} m",
+        "vs mid loop": relative_to_loop(inc, loop_pos),
         "minutes": round((end - start) / 60),
         "share before → during": f"{_pct(share_before)} → {_pct(share_during)}",
         "zero steps": f"{zeros}/{steps}",
@@ -243,6 +245,17 @@ def explain_false(s: Seed, run: str, ep: list[Rec], alerts: list[Rec]) -> Rec:
         or "–",
         f"lane / other lanes, last {READINGS} readings (count@km/h)": f"{' '.join(reads[lane or ''])} / {others}",
     }
+
+
+def relative_to_loop(inc: Rec, loop_pos: float | None) -> str:
+    """Where the stall or slowed stretch is against the lane's mid-link loop: upstream, covering, downstream."""
+    lo = inc["from_pos_m"] if inc.get("from_pos_m") is not None else inc.get("pos_m")
+    hi = inc["to_pos_m"] if inc.get("to_pos_m") is not None else inc.get("pos_m")
+    if loop_pos is None or lo is None or hi is None:
+        return "–"
+    if hi < loop_pos:
+        return f"upstream ({loop_pos:.0f} m)"
+    return f"downstream ({loop_pos:.0f} m)" if lo > loop_pos else f"covers ({loop_pos:.0f} m)"
 
 
 def turns(edge: Rec, lane: str | None) -> str:

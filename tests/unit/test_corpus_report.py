@@ -128,3 +128,12 @@ def test_explain_helpers_follow_the_harness_rules() -> None:
     ]
     share, zeros, steps = lane_share(loops, "L1", 0, 90)
     assert (share, zeros, steps) == (0.25, 1, 3)  # 2 of 8 vehicles; at 90 s nobody counted: no zero step
+
+
+def test_incident_position_against_the_mid_loop() -> None:
+    from bench.corpus_explain import relative_to_loop
+
+    assert relative_to_loop({"pos_m": 80.0}, 127.0) == "upstream (127 m)"
+    assert relative_to_loop({"pos_m": 200.0}, 127.0) == "downstream (127 m)"
+    assert relative_to_loop({"pos_m": None, "from_pos_m": 100.0, "to_pos_m": 150.0}, 127.0) == "covers (127 m)"
+    assert relative_to_loop({"pos_m": 80.0}, None) == "–"
