@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: bench
-.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps
+.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps eval-corpus sumo-venv
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -84,6 +84,25 @@ eval-congestion eval-incidents: eval
 eval-signals: eval-deps
 	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals.py --mp-extra-cycles 23 --plot docs/img/signals_travel_time.png
 	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals.py --hangzhou
+
+# incidents and congestion over generated SUMO scenarios (issue #16): every seed through `citybrain replay`,
+# scored with the harness's score_corpus.py next to its baseline; page docs/eval/corpus.md + docs/img/corpus_ttd_fa.png.
+#   make eval-corpus SEEDS="1-6" LOOP_S=30 CAM_S=60 [SUMO_OUT=/work/corpus/30-60] [FORCE=1]
+# Seeds 1-99 may be used for tuning, 100-129 are held out. Not part of `make test` (minutes per seed).
+SUMO_VENV := .cache/sumo-venv
+SUMO_PY ?= $(CURDIR)/$(SUMO_VENV)/bin/python
+SEEDS ?= 1-6
+LOOP_S ?= 30
+CAM_S ?= 60
+sumo-venv:
+	@test -x "$(SUMO_PY)" || { [ "$(SUMO_PY)" = "$(CURDIR)/$(SUMO_VENV)/bin/python" ] && \
+	  echo "creating $(SUMO_VENV) with ../shared/eval/sumo/requirements.txt" && $(PYTHON) -m venv $(SUMO_VENV) && \
+	  $(SUMO_VENV)/bin/pip install --quiet -r ../shared/eval/sumo/requirements.txt; } || \
+	  { echo "SUMO_PY=$(SUMO_PY) is not an interpreter"; exit 2; }
+
+eval-corpus: eval-deps sumo-venv
+	SUMO_PY=$(SUMO_PY) $(PY) -m bench.eval_corpus --seeds "$(SEEDS)" --loop-s $(LOOP_S) --cam-s $(CAM_S) \
+	  $(if $(FORCE),--force) $(if $(SUMO_OUT),--out $(SUMO_OUT))
 
 # speed and memory, measured (not pass/fail): models, raw-consumer ceiling, end to end via Kafka and MQTT, simulator
 bench: $(STAMP)

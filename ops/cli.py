@@ -310,6 +310,9 @@ def replay(
     alarms_out: Annotated[
         Path | None, typer.Option(help="write every raised incident as {ts, segment_id, lane} (JSONL)")
     ] = None,
+    alerts_out: Annotated[
+        Path | None, typer.Option(help="write every alert (incidents with their evidence, device faults) (JSONL)")
+    ] = None,
 ) -> None:
     """Push an events file through the real pipeline (brokers, bridge, worker) and write every segment-state.
 
@@ -332,6 +335,7 @@ def replay(
         fault_seed=fault_seed,
         dead_letters_out=dead_letters_out,
         alarms_out=alarms_out,
+        alerts_out=alerts_out,
     )
     typer.echo(json.dumps(result, indent=2))
     if result["unaccounted"] != 0:

@@ -182,6 +182,7 @@ def run_replay(
     fault_kinds: tuple[str, ...] = ("silent", "stuck"),
     dead_letters_out: Path | None = None,
     alarms_out: Path | None = None,
+    alerts_out: Path | None = None,
 ) -> dict[str, Any]:
     """Replay ``events`` through the pipeline; return the accounting summary (see module doc).
 
@@ -293,6 +294,10 @@ def run_replay(
                     )
                     + b"\n"
                 )
+    if alerts_out is not None:  # every alert as published (incidents with their evidence, device faults, …)
+        with open(alerts_out, "wb") as fh:
+            for a in sorted(all_alerts, key=lambda a: (a["time"], a["subject"], a["type"])):
+                fh.write(orjson.dumps(a) + b"\n")
     if dead_letters_out is not None:
         with open(dead_letters_out, "wb") as fh:
             for rec in dead_records:
