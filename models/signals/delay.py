@@ -171,6 +171,16 @@ class PolicyConfig:
     transition_waiver : bool
         Skip the bounded-change limit when :func:`transition_is_safe` shows that the first cycle of the new
         plan clears every queue the old plan leaves (the limit exists to prevent exactly that shock).
+    keep_running_plans : bool
+        Never worse than the plans being replaced: where the expected delay over the area a recommendation
+        coordinates (every signal on the common cycle; one signal in isolated mode) is not lower than under
+        the running plans (by ``keep_margin``), the running plans stay.
+    keep_margin : float
+        Share of the running plans' delay the new plans must save to replace them (0: any saving).
+    saturated_vc : float
+        Degree of saturation under the running plan from which a junction is ``saturated``.
+    exit_blocked_occupancy : float
+        Mid-link occupancy (0-1) from which an exit counts as blocked (junction regime ``spillback``).
     """
 
     coordinate: bool = True
@@ -188,6 +198,10 @@ class PolicyConfig:
     cycle_tolerance: float = 0.08
     transition: str = "fastest"
     transition_waiver: bool = True
+    keep_running_plans: bool = True
+    keep_margin: float = 0.0
+    saturated_vc: float = 0.9
+    exit_blocked_occupancy: float = 0.35
 
 
 @dataclass
