@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: bench
-.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps
+.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-signals-corpus eval-deps
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -84,6 +84,14 @@ eval-congestion eval-incidents: eval
 eval-signals: eval-deps
 	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals.py --mp-extra-cycles 23 --plot docs/img/signals_travel_time.png
 	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals.py --hangzhou
+
+# signal timing in closed loop on generated scenarios (issue #17): fixed, Webster, max-pressure, citybrain per seed;
+# held-out seeds 100-119 by default (fit on 1-99 only). Resumable; CORPUS = a folder of <seed>/scenario to reuse.
+SEEDS ?= 100-119
+eval-signals-corpus: eval-deps
+	SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals_corpus.py --seeds "$(SEEDS)" \
+		$(if $(CORPUS),--corpus $(CORPUS)) --out $${SUMO_OUT:-$(CURDIR)/sumo_out}/signals_corpus \
+		--md docs/eval/signals_corpus.md --plot docs/img/signals_corpus.png
 
 # speed and memory, measured (not pass/fail): models, raw-consumer ceiling, end to end via Kafka and MQTT, simulator
 bench: $(STAMP)

@@ -181,6 +181,12 @@ class PolicyConfig:
         Degree of saturation under the running plan from which a junction is ``saturated``.
     exit_blocked_occupancy : float
         Mid-link occupancy (0-1) from which an exit counts as blocked (junction regime ``spillback``).
+    congested_cycle_floor : bool
+        Oversaturation: while a junction is ``saturated`` or ``spillback``, no common cycle below its
+        Webster cycle (cycle for throughput: lost time is a smaller share of a longer cycle).
+    spilled_demand_floor : bool
+        Oversaturation: the demand of an approach whose queue reaches the upstream loops is at least its
+        capacity under the running plan (the loops then count the served flow, not the arrivals).
     """
 
     coordinate: bool = True
@@ -202,6 +208,8 @@ class PolicyConfig:
     keep_margin: float = 0.0
     saturated_vc: float = 0.9
     exit_blocked_occupancy: float = 0.35
+    congested_cycle_floor: bool = True
+    spilled_demand_floor: bool = True
 
 
 @dataclass

@@ -192,6 +192,29 @@ def junction_regime(
     return JunctionRegime(regime, round(vc, 3), spilled, blocked)
 
 
+def _spilled_demand_floor(
+    net: SignalNetwork,
+    regimes: Mapping[str, JunctionRegime],
+    clocks: Mapping[str, SignalClock],
+    lane_q: Mapping[str, float],
+) -> dict[str, float]:
+    """Demand of the lanes of approaches whose queue reaches the upstream loops, at least their capacity under
+    the running plan: those loops stand in the queue and count what is served, not what arrives."""
+    out = dict(lane_q)
+    for t, reg in regimes.items():
+        if not reg.spilled_approaches:
+            continue
+        ix = net.intersections[t]
+        dur = clocks[t].durations_s
+        C = float(sum(dur))
+        for ln in ix.lanes:
+            if ln.segment_id not in reg.spilled_approaches or C <= 0:
+                continue
+            g = sum(max(0.0, dur[ix.green_positions[k]] + EXTENSION_S - STARTUP_LOST_S) for k in ln.serving)
+            out[ln.lane_id] = max(out.get(ln.lane_id, 0.0), ln.sat_flow_veh_h * g / C)
+    return out
+
+
 def _keep_running(
     before: PlanEvaluation, after: PlanEvaluation, areas: Sequence[Sequence[str]], margin: float
 ) -> dict[str, float]:
@@ -284,6 +307,14 @@ def recommend(
     for t in tls_ids:
         clocks[t].advance(t_s)
     lane_q, coverage = _fill_missing_demand(net, snapshot.lane_demand_veh_h)
+    regimes = {
+        t: junction_regime(
+            net.intersections[t], snapshot, lane_q, clocks[t].durations_s, cfg.saturated_vc, cfg.exit_blocked_occupancy
+        )
+        for t in tls_ids
+    }
+    if cfg.spilled_demand_floor:
+        lane_q = _spilled_demand_floor(net, regimes, clocks, lane_q)
     plan_q = dict(lane_q)
     gated: list[str] = []
     if cfg.gate_spillback and snapshot.spillback:
@@ -318,8 +349,13 @@ def recommend(
     hi = min((r[1] for r in ranges), default=-1)
     lo_h = max((r[0] for r in hard), default=0)
     hi_h = min((r[1] for r in hard), default=-1)
-    if cfg.critical_cycle_floor and cfg.system_cycle_s is None:
-        floor_c = math.ceil(min(c_crit, cfg.cycle_search_max_s) - 1e-9)
+    # oversaturation: cycle for throughput (lost time) rather than delay, at least the congested junctions'
+    # Webster cycle (the classic system-cycle rule, applied where the capacity is short)
+    congested = [t for t in tls_ids if regimes[t].regime != "undersaturated"]
+    c_cong = max((iso_plans[t][1]["C0_unbounded"] for t in congested), default=0.0)
+    floor_src = c_crit if cfg.critical_cycle_floor else (c_cong if cfg.congested_cycle_floor else 0.0)
+    if floor_src > 0 and cfg.system_cycle_s is None:
+        floor_c = math.ceil(min(floor_src, cfg.cycle_search_max_s) - 1e-9)
         lo, lo_h = max(lo, min(hi, floor_c)), max(lo_h, min(hi_h, floor_c))
     running_common: int | None = None
     cyc_now = {round(clocks[t].cycle_s) for t in tls_ids}
@@ -402,17 +438,6 @@ def recommend(
     if keep:
         greens = {t: ([round(x) for x in prev[t]] if t in keep else greens[t]) for t in tls_ids}
         after = evaluate_plans(net, durations_of(greens), install, lane_q, speeds, cfg, turns)
-    regimes = {
-        t: junction_regime(
-            net.intersections[t],
-            snapshot,
-            lane_q,
-            clocks[t].durations_s,
-            cfg.saturated_vc,
-            cfg.exit_blocked_occupancy,
-        )
-        for t in tls_ids
-    }
     recs: dict[str, Recommendation] = {}
     for t in tls_ids:
         ix = net.intersections[t]
@@ -484,6 +509,7 @@ def recommend(
         "gated_lanes": gated,
         "coverage": round(coverage, 3),
         "critical_webster_cycle_s": round(c_crit, 1),
+        "congested_webster_cycle_s": round(c_cong, 1),
         "transition_target_s": transition_target,
         "bounded_change_waived": waived,
         "candidates": {f"{m}:{c}": round(v, 2) for v, m, c, _ in candidates},
