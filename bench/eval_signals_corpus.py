@@ -326,6 +326,22 @@ def plot_ratios(results: Sequence[SeedResult], controllers: Sequence[str], path:
     return True
 
 
+BEGIN, END = "<!-- eval_signals_corpus:begin -->", "<!-- eval_signals_corpus:end -->"
+
+
+def write_report(path: Path, report: str) -> None:
+    """Put the report between the markers of an existing document (prose around them is kept), or write a
+    new document holding only the report."""
+    block = f"{BEGIN}\n{report}\n{END}"
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = f"# Signal timing on generated scenarios (closed loop)\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="100-119", help='e.g. "1 6" or "100-119"')
@@ -334,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gen-dir", type=Path, default=ROOT / "sumo_out" / "signals_corpus" / "gen")
     ap.add_argument("--out", type=Path, default=ROOT / "sumo_out" / "signals_corpus")
     ap.add_argument("--force", default="", help="controllers to run again even when stored, comma-separated")
-    ap.add_argument("--md", type=Path, default=None, help="also write the markdown report here")
+    ap.add_argument("--md", type=Path, default=None, help="also write the report here (between its markers)")
     ap.add_argument("--json", type=Path, default=None, help="default <out>/signals_corpus.json")
     ap.add_argument("--plot", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -354,8 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = markdown_report(results, controllers, command)
     print(report)
     if a.md:
-        a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text(report + "\n")
+        write_report(a.md, report)
     js = a.json or out / "signals_corpus.json"
     js.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {

@@ -177,6 +177,10 @@ class PolicyConfig:
         the running plans (by ``keep_margin``), the running plans stay.
     keep_margin : float
         Share of the running plans' delay the new plans must save to replace them (0: any saving).
+    throughput_vc_gain : float or None
+        Oversaturation: where the area has saturated or spilled-back junctions, new plans that lower the
+        highest critical v/c over those junctions by this much replace the running plans even without a
+        delay saving (throughput is optimised there, not delay); None: delay only.
     saturated_vc : float
         Degree of saturation under the running plan from which a junction is ``saturated``.
     exit_blocked_occupancy : float
@@ -206,6 +210,7 @@ class PolicyConfig:
     transition_waiver: bool = True
     keep_running_plans: bool = True
     keep_margin: float = 0.0
+    throughput_vc_gain: float | None = 0.02
     saturated_vc: float = 0.9
     exit_blocked_occupancy: float = 0.35
     congested_cycle_floor: bool = True

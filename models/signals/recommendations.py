@@ -216,22 +216,41 @@ def _spilled_demand_floor(
 
 
 def _keep_running(
-    before: PlanEvaluation, after: PlanEvaluation, areas: Sequence[Sequence[str]], margin: float
-) -> dict[str, float]:
+    before: PlanEvaluation,
+    after: PlanEvaluation,
+    areas: Sequence[Sequence[str]],
+    margin: float,
+    congested: Sequence[str] = (),
+    vc_gain: float | None = None,
+) -> dict[str, tuple[float, float]]:
     """Signals whose area (the signals one recommendation coordinates) is not expected to gain.
+
+    An area gains when its expected delay under the new plans is lower than under the running plans (by
+    ``margin``), or, where some of its junctions are congested (saturated or spilled back: throughput is what
+    counts there), when the new plans lower the highest critical v/c over those junctions by ``vc_gain``.
 
     Returns
     -------
-    dict[str, float]
-        tls id -> the area's expected delay under the new plans (veh·h/h), for every signal to keep.
+    dict[str, tuple[float, float]]
+        tls id -> (the area's expected delay under the new plans, under the running plans), veh·h/h, for
+        every signal to keep.
     """
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     for area in areas:
         b = sum(_signal_delay(before, t) for t in area)
         a = sum(_signal_delay(after, t) for t in area)
+        cong = [t for t in area if t in congested]
+        if vc_gain is not None and cong and _max_vc(after, cong) <= _max_vc(before, cong) - vc_gain:
+            continue
         if a >= b * (1.0 - margin):
-            out.update(dict.fromkeys(area, a))
+            out.update(dict.fromkeys(area, (a, b)))
     return out
+
+
+def _max_vc(ev: PlanEvaluation, tls_ids: Sequence[str]) -> float:
+    """Highest degree of saturation over the loaded lanes of some signals."""
+    xs = [float(ev.x[i]) for i, (t, _) in enumerate(ev.rows) if t in tls_ids and ev.q_veh_h[i] > 0]
+    return max(xs, default=0.0)
 
 
 def _signal_delay(ev: PlanEvaluation, tls_id: str) -> float:
@@ -434,7 +453,11 @@ def recommend(
     )
     after = evaluate_plans(net, durations_of(greens), install, lane_q, speeds, cfg, turns)
     areas = [tls_ids] if mode == "common" else [[t] for t in tls_ids]
-    keep = _keep_running(before, after, areas, cfg.keep_margin) if cfg.keep_running_plans else {}
+    keep = (
+        _keep_running(before, after, areas, cfg.keep_margin, congested, cfg.throughput_vc_gain)
+        if cfg.keep_running_plans
+        else {}
+    )
     if keep:
         greens = {t: ([round(x) for x in prev[t]] if t in keep else greens[t]) for t in tls_ids}
         after = evaluate_plans(net, durations_of(greens), install, lane_q, speeds, cfg, turns)
@@ -456,12 +479,13 @@ def recommend(
         if t in keep:
             # the running plan stays (it may predate these constraints: not checked against them)
             cycle = float(clocks[t].cycle_s)
-            area_before = sum(_signal_delay(before, x) for x in (tls_ids if mode == "common" else [t]))
             reason = (
-                f"kept: running plan, expected delay {keep[t]:.1f} >= {area_before:.1f} veh·h/h under the "
+                f"kept: running plan, expected delay {keep[t][0]:.1f} >= {keep[t][1]:.1f} veh·h/h under the "
                 f"running plans over the {len(tls_ids) if mode == 'common' else 1} signal(s) the new plan "
                 f"({mode} cycle {cyc if mode == 'common' else 'own'} s) coordinates"
             )
+            if congested:
+                reason += ", and no capacity gain at the congested junctions"
         else:
             # hard constraints always; bounded change unless the transition was shown queue-safe
             bound_ok = green_bounds(ix, cons, prev[t])[2]
@@ -477,6 +501,11 @@ def recommend(
             reason = (
                 f"{why}; critical y={[round(v, 3) for v in y]}; network delay "
                 f"{before.total_delay_veh_h_per_h:.1f} -> {after.total_delay_veh_h_per_h:.1f} veh·h/h"
+            )
+        if t not in keep and congested and mode == "common":
+            reason += (
+                f"; throughput: critical v/c at the congested junctions {_max_vc(before, congested):.2f} -> "
+                f"{_max_vc(after, congested):.2f}"
             )
         reason += "; " + regimes[t].describe()
         g_here = [ln.lane_id for ln in ix.lanes if ln.lane_id in gated]
