@@ -141,6 +141,24 @@ def run_closed_loop(seed: int, name: str, scen: Path, out_dir: Path, force: bool
         res.setdefault("command", command)
         return res
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / f"closed_loop_{name}.lock"
+    try:  # another invocation may be running the same seed and controller: wait for its result
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        log(f"seed {seed} {name}: running elsewhere ({lock}), waiting for its result")
+        while lock.exists() and not res_path.is_file():
+            time.sleep(15)
+        if res_path.is_file():
+            return run_closed_loop(seed, name, scen, out_dir)
+        return run_closed_loop(seed, name, scen, out_dir, force)
+    try:
+        return _run_harness(seed, name, scen, out_dir, cmd, command)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_harness(seed: int, name: str, scen: Path, out_dir: Path, cmd: list[str], command: str) -> dict[str, Any]:
+    res_path = out_dir / f"closed_loop_{name}" / "result.json"
     env = dict(os.environ, SUMO_SCENARIO=str(scen), SUMO_OUT=str(out_dir), CITYBRAIN_NETWORK=str(scen / "network.json"))
     if name.startswith("citybrain"):
         env["CITYBRAIN_CONTROLLER_LOG"] = str(out_dir / f"{name}_decisions.jsonl")
@@ -360,8 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(str(exc))
     controllers = [c for c in a.controllers.split(",") if c]
     bad = [c for c in controllers if c not in CONTROLLERS and not c.startswith("citybrain_")]
-    if bad or "fixed" not in controllers:
-        ap.error(f"controllers must include fixed and be among {CONTROLLERS}; got {controllers}")
+    if bad:
+        ap.error(f"controllers must be among {CONTROLLERS} (or citybrain_<label>); got {controllers}")
     out, gen_dir = a.out.resolve(), a.gen_dir.resolve()
     corpora = [c.resolve() for c in a.corpus]
     force = [c for c in a.force.split(",") if c]

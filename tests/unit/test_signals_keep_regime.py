@@ -7,6 +7,7 @@ import pytest
 
 from models.signals import (
     DemandSnapshot,
+    PolicyConfig,
     SignalClock,
     SignalNetwork,
     junction_regime,
@@ -122,3 +123,43 @@ def test_new_plan_when_the_area_gains() -> None:
     for r in recs.values():
         assert not r.kept and r.green_s[1] > r.green_s[0]
         assert not r.reason.startswith("kept")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What is optimised when oversaturated
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_spilled_approach_demand_is_at_least_its_running_capacity(row: SignalNetwork) -> None:
+    # B0's approach A0B0 is spilled back while its loops read only 200 veh/h/lane (they count served flow):
+    # planned as at least 1800 * 42 / 90 = 840 veh/h/lane, the approach gets the longer green
+    snap = _snap(row, 400.0, 200.0, spillback={"A0B0"})
+    recs, _ = recommend(row, snap, _clocks(row), 600.0, config=PolicyConfig(keep_running_plans=False))
+    cfg_off = PolicyConfig(keep_running_plans=False, spilled_demand_floor=False)
+    recs_off, _ = recommend(row, snap, _clocks(row), 600.0, config=cfg_off)
+    assert recs_off["B0"].green_s[1] < recs_off["B0"].green_s[0]  # as measured: E-W looks light
+    assert recs["B0"].green_s[1] > recs["B0"].green_s[0]
+
+
+def test_congested_area_replaces_the_running_plan_for_capacity_not_delay(row: SignalNetwork) -> None:
+    import numpy as np
+
+    from models.signals import PlanEvaluation
+    from models.signals.recommendations import _keep_running
+
+    rows = [(t, ln) for t, ix in row.intersections.items() for ln in ix.lanes]
+    n = len(rows)
+
+    def ev(x_a0: float, delay_s: float) -> PlanEvaluation:
+        x = np.array([x_a0 if t == "A0" else 0.5 for t, _ in rows])
+        return PlanEvaluation(rows, np.full(n, 300.0), np.full(n, delay_s), np.zeros(n), x, np.full(n, 0.4), True)
+
+    running, longer = ev(1.05, 40.0), ev(0.95, 41.0)  # the new plan: more capacity at A0, a little more delay
+    area = [list(row.intersections)]
+    # undersaturated area: delay decides, the running plans stay
+    kept = _keep_running(running, longer, area, 0.0, congested=(), vc_gain=0.02)
+    assert set(kept) == {"A0", "B0"} and kept["A0"][0] > kept["A0"][1]
+    # A0 saturated: throughput decides, the new plans go in
+    assert _keep_running(running, longer, area, 0.0, congested=("A0",), vc_gain=0.02) == {}
+    # ... unless the capacity gain is below the threshold
+    assert _keep_running(running, ev(1.04, 41.0), area, 0.0, congested=("A0",), vc_gain=0.02)
