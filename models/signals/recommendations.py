@@ -332,6 +332,7 @@ def recommend(
         )
         for t in tls_ids
     }
+    measured_q = dict(lane_q)
     if cfg.spilled_demand_floor:
         lane_q = _spilled_demand_floor(net, regimes, clocks, lane_q)
     plan_q = dict(lane_q)
@@ -371,7 +372,11 @@ def recommend(
     # oversaturation: cycle for throughput (lost time) rather than delay, at least the congested junctions'
     # Webster cycle (the classic system-cycle rule, applied where the capacity is short)
     congested = [t for t in tls_ids if regimes[t].regime != "undersaturated"]
-    c_cong = max((iso_plans[t][1]["C0_unbounded"] for t in congested), default=0.0)
+    # on measured demand: the spilled-approach floor is tied to the running cycle and would ratchet it up
+    c_cong = max(
+        (webster_plan(net.intersections[t], measured_q, cons, prev[t])[1]["C0_unbounded"] for t in congested),
+        default=0.0,
+    )
     floor_src = c_crit if cfg.critical_cycle_floor else (c_cong if cfg.congested_cycle_floor else 0.0)
     if floor_src > 0 and cfg.system_cycle_s is None:
         floor_c = math.ceil(min(floor_src, cfg.cycle_search_max_s) - 1e-9)
