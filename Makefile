@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: bench
-.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps eval-corpus sumo-venv
+.PHONY: demo test test-sumo test-unit test-integration test-kafka lint typecheck install clean help eval eval-congestion eval-incidents eval-signals eval-deps eval-corpus eval-signals-corpus sumo-venv
 
 help:
 	@echo "make demo        - create .venv, install, start brokers + worker + bridge + simulated city"
@@ -103,6 +103,14 @@ sumo-venv:
 eval-corpus: eval-deps sumo-venv
 	SUMO_PY=$(SUMO_PY) $(PY) -m bench.eval_corpus --seeds "$(SEEDS)" --loop-s $(LOOP_S) --cam-s $(CAM_S) \
 	  $(if $(FORCE),--force) $(if $(SUMO_OUT),--out $(SUMO_OUT))
+
+# signal timing in closed loop on generated scenarios (issue #17): fixed, Webster, max-pressure, citybrain per seed;
+# held-out seeds 100-119 by default (fit on 1-99 only). Resumable; CORPUS = a folder of <seed>/scenario to reuse.
+SIGNALS_SEEDS := $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),100-119)
+eval-signals-corpus: eval-deps sumo-venv
+	SUMO_PY=$(SUMO_PY) SUMO_OUT=$${SUMO_OUT:-$(CURDIR)/sumo_out} $(PY) bench/eval_signals_corpus.py --seeds "$(SIGNALS_SEEDS)" \
+		$(if $(CORPUS),--corpus $(CORPUS)) --out $${SUMO_OUT:-$(CURDIR)/sumo_out}/signals_corpus \
+		--md docs/eval/signals_corpus.md --plot docs/img/signals_corpus.png
 
 # speed and memory, measured (not pass/fail): models, raw-consumer ceiling, end to end via Kafka and MQTT, simulator
 bench: $(STAMP)

@@ -3,7 +3,8 @@
 Protocol: every line on stdin is one device-schema-v1 event (loop or camera), except
 ``{"type": "plan_request", "ts": ..., "t_s": ...}``, which is answered with exactly one JSON line on stdout:
 ``{tls_id: {"green_s": [g0, g1, ...]}, ...}`` (greens in seconds, the network's green phases in order; ``{}``
-keeps the running plans). Nothing else is written to stdout.
+keeps the running plans, and a signal whose recommendation keeps its running plan is left out). Nothing else
+is written to stdout.
 
 The models are those of :mod:`models.signals`: :class:`~models.signals.DemandEstimator` (fed every event),
 :func:`~models.signals.recommend` (coordinated adaptive policy under :class:`~models.signals.SignalConstraints`)
@@ -115,6 +116,8 @@ class StdioController:
         recs, diag = recommend(self.net, snap, self.clocks, t_s, self.constraints, self.config)
         plan: dict[str, Any] = {}
         for tid, rec in recs.items():
+            if rec.kept:  # the running plan stays: nothing to install
+                continue
             plan[tid] = rec.plan_spec()
             self.clocks[tid].send(t_s, self.net.intersections[tid].durations(rec.green_s))
         self.last_diag = {"t_s": t_s, **{k: v for k, v in diag.items() if k != "candidates"}}

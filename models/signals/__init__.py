@@ -103,7 +103,10 @@ from models.signals.plans import (
     webster_plan,
 )
 from models.signals.recommendations import (
+    REGIMES,
+    JunctionRegime,
     Recommendation,
+    junction_regime,
     recommend,
     recommendation_id,
 )
@@ -120,6 +123,7 @@ __all__ = [
     "HEAVY_PCE",
     "JAM_SPACING_M",
     "PERMISSIVE_FACTOR",
+    "REGIMES",
     "SAT_FLOW_VEH_H_LANE",
     "SPILLBACK_GATE",
     "STARTUP_LOST_S",
@@ -130,6 +134,7 @@ __all__ = [
     "DemandEstimator",
     "DemandSnapshot",
     "IntersectionModel",
+    "JunctionRegime",
     "LaneModel",
     "PlanEvaluation",
     "PolicyConfig",
@@ -146,6 +151,7 @@ __all__ = [
     "green_bounds",
     "hcm_delay",
     "interval_delay",
+    "junction_regime",
     "max_pressure_greens",
     "recommend",
     "recommendation_id",

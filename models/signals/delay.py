@@ -171,6 +171,26 @@ class PolicyConfig:
     transition_waiver : bool
         Skip the bounded-change limit when :func:`transition_is_safe` shows that the first cycle of the new
         plan clears every queue the old plan leaves (the limit exists to prevent exactly that shock).
+    keep_running_plans : bool
+        Never worse than the plans being replaced: where the expected delay over the area a recommendation
+        coordinates (every signal on the common cycle; one signal in isolated mode) is not lower than under
+        the running plans (by ``keep_margin``), the running plans stay.
+    keep_margin : float
+        Share of the running plans' delay the new plans must save to replace them (0: any saving).
+    throughput_vc_gain : float or None
+        Oversaturation: where the area has saturated or spilled-back junctions, new plans that lower the
+        highest critical v/c over those junctions by this much replace the running plans even without a
+        delay saving (throughput is optimised there, not delay); None: delay only.
+    saturated_vc : float
+        Degree of saturation under the running plan from which a junction is ``saturated``.
+    exit_blocked_occupancy : float
+        Mid-link occupancy (0-1) from which an exit counts as blocked (junction regime ``spillback``).
+    congested_cycle_floor : bool
+        Oversaturation: while a junction is ``saturated`` or ``spillback``, no common cycle below its
+        Webster cycle (cycle for throughput: lost time is a smaller share of a longer cycle).
+    spilled_demand_floor : bool
+        Oversaturation: the demand of an approach whose queue reaches the upstream loops is at least its
+        capacity under the running plan (the loops then count the served flow, not the arrivals).
     """
 
     coordinate: bool = True
@@ -188,6 +208,13 @@ class PolicyConfig:
     cycle_tolerance: float = 0.08
     transition: str = "fastest"
     transition_waiver: bool = True
+    keep_running_plans: bool = True
+    keep_margin: float = 0.0
+    throughput_vc_gain: float | None = 0.02
+    saturated_vc: float = 0.9
+    exit_blocked_occupancy: float = 0.35
+    congested_cycle_floor: bool = True
+    spilled_demand_floor: bool = True
 
 
 @dataclass
