@@ -87,7 +87,7 @@ eval-signals: eval-deps
 
 # incidents and congestion over generated SUMO scenarios (issue #16): every seed through `citybrain replay`,
 # scored with the harness's score_corpus.py next to its baseline; page docs/eval/corpus.md + docs/img/corpus_ttd_fa.png.
-#   make eval-corpus SEEDS="1-6" LOOP_S=30 CAM_S=60 [SUMO_OUT=/work/corpus/30-60] [FORCE=1]
+#   make eval-corpus SEEDS="1-6" LOOP_S=30 CAM_S=60 [SUMO_OUT=.cache/corpus/30-60] [FORCE=1]
 # Seeds 1-99 may be used for tuning, 100-129 are held out. Not part of `make test` (minutes per seed).
 SUMO_VENV := .cache/sumo-venv
 SUMO_PY ?= $(CURDIR)/$(SUMO_VENV)/bin/python

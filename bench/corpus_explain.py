@@ -15,7 +15,7 @@ harness's rules (``score_incidents.py``: the incident's segment or a segment fee
 
 Run::
 
-    .venv/bin/python -m bench.corpus_explain --out /work/corpus/30-60 --seeds 1-6 [--md docs/eval/corpus_explain.md]
+    .venv/bin/python -m bench.corpus_explain --out .cache/corpus/30-60 --seeds 1-6 [--md docs/eval/corpus_explain.md]
 """
 
 from __future__ import annotations

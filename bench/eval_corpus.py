@@ -20,7 +20,7 @@ stderr.
 Run::
 
     SUMO_PY=/path/to/sumo-venv/bin/python .venv/bin/python -m bench.eval_corpus --seeds "1 2 3" \\
-        --loop-s 30 --cam-s 60 --out /work/corpus/30-60
+        --loop-s 30 --cam-s 60 --out .cache/corpus/30-60
     .venv/bin/python -m bench.eval_corpus --render-only        # only the page and the plot from --results
 """
 
